@@ -1,0 +1,29 @@
+# Quick start: `make run` (main job on the embedded default) and `make test` (full test suite).
+# Both bootstrap .venv from a bare python3 and reinstall when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/surrinf run
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check surrinf tests benchmarks studies
+	$(VENV)/bin/ruff format --check surrinf tests benchmarks studies
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/bench_simulate.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
