@@ -55,10 +55,9 @@ class Geometry:
         n_layers = edges.size - 1
         if len(r_edges) != n_layers or len(n_alpha) != n_layers:
             raise ValueError(
-                f"r_edges_mm and n_alpha need one entry per layer ({n_layers}), "
-                f"got {len(r_edges)} and {len(n_alpha)}"
+                f"r_edges_mm and n_alpha need one entry per layer ({n_layers}), got {len(r_edges)} and {len(n_alpha)}"
             )
-        for i, (r, a) in enumerate(zip(r_edges, n_alpha)):
+        for i, (r, a) in enumerate(zip(r_edges, n_alpha, strict=True)):
             if r.size == 0 or r[0] != 0.0:
                 raise ValueError(f"r_edges_mm[{i}] must start at 0 mm, got {r.tolist()}")
             if np.any(np.isnan(r)) or np.any(np.diff(r) <= 0) or np.any(np.isinf(r[:-1])):
@@ -106,7 +105,7 @@ class Geometry:
         """Per-voxel ``layer``, ``alpha_bin``, ``r_bin`` indices and bin centres ``r_mm``, ``alpha``, ``x_mm``,
         ``y_mm`` (``(n_voxels,)`` each). Radial centres of unbounded bins are placed at the inner edge."""
         layer, a_bin, r_bin, r_c, a_c = [], [], [], [], []
-        for i, (r, na) in enumerate(zip(self.r_edges_mm, self.n_alpha)):
+        for i, (r, na) in enumerate(zip(self.r_edges_mm, self.n_alpha, strict=True)):
             nr = r.size - 1
             if nr == 0:
                 continue

@@ -1,0 +1,147 @@
+"""A Markdown report for a run directory, embedding saved tables and figures."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from surrinf._atomic import atomic_write_text
+from surrinf.report._json import to_jsonable
+from surrinf.report.figure import save_figure
+from surrinf.report.table import FORMATS, Table, _check_stem
+
+__all__ = ["Report"]
+
+FIGURE_DIR = "figures"
+REPORT_NAME = "report.md"
+_RESERVED_STEMS = frozenset({"report", "provenance"})
+
+
+class Report:
+    """Collect a Markdown document ``directory/report.md``; tables and figures are saved as they are added.
+
+    Tables go next to the report (``directory/<stem>.{md,csv,tex,json}``), figures into ``directory/figures/``, and
+    the report links them with relative paths. Every method except :meth:`write` returns ``self`` for chaining.
+    """
+
+    def __init__(self, title: str, directory: str | os.PathLike) -> None:
+        self.title = str(title)
+        self.directory = Path(directory)
+        self._blocks: list[str] = []
+        self._stems: set[str] = set()
+        self._n_tables = 0
+        self._n_figures = 0
+
+    @property
+    def path(self) -> Path:
+        """Where :meth:`write` puts the report."""
+        return self.directory / REPORT_NAME
+
+    def section(self, heading: str, text: str = "", level: int = 2) -> Report:
+        """Start a section (``level`` 2 is ``##``; the report title is the only ``#``) with optional text."""
+        if not 1 <= level <= 6:
+            raise ValueError("heading level must be between 1 and 6")
+        self._blocks.append(f"{'#' * level} {heading}".rstrip())
+        if text:
+            self.paragraph(text)
+        return self
+
+    def paragraph(self, text: str) -> Report:
+        """Add a Markdown paragraph (text is used as is)."""
+        text = str(text).strip("\n")
+        if text:
+            self._blocks.append(text)
+        return self
+
+    def table(self, table: Table, stem: str, formats: Iterable[str] = FORMATS) -> Report:
+        """Save ``table`` as ``directory/stem.*``, embed its Markdown and link the saved files."""
+        self._claim(stem)
+        paths = table.save(self.directory, stem, formats)
+        self._n_tables += 1
+        self._blocks.append(table.to_markdown().rstrip("\n"))
+        links = [f"[{fmt}]({p.name})" for fmt, p in paths.items() if fmt != "md"]
+        if links:
+            self._blocks.append("Files: " + " · ".join(links))
+        return self
+
+    def figure(self, fig: Figure, stem: str, caption: str = "", dpi: int = 120) -> Report:
+        """Save ``fig`` as ``directory/figures/stem.png`` (closing it) and embed it with ``caption``."""
+        self._claim(stem, kind=FIGURE_DIR)
+        path = save_figure(fig, self.directory / FIGURE_DIR / f"{stem}.png", dpi=dpi)
+        self._n_figures += 1
+        alt = " ".join(caption.split()).replace("[", "(").replace("]", ")") or stem
+        block = f"![{alt}]({FIGURE_DIR}/{path.name})"
+        if caption:
+            block += f"\n\n*Figure {self._n_figures}.* {caption}"
+        self._blocks.append(block)
+        return self
+
+    def provenance(self, info: Mapping[str, Any], heading: str = "Provenance", save_json: bool = True) -> Report:
+        """Render ``info`` (see :func:`surrinf.report.provenance.provenance`) as a section; with ``save_json`` also
+        write it to ``directory/provenance.json`` and link it."""
+        data = to_jsonable(dict(info))
+        self.section(heading)
+        lines: list[str] = []
+        complex_items: list[tuple[str, Any]] = []
+        for key, value in data.items():
+            if key == "config" and isinstance(value, dict | list) and value:
+                complex_items.append((key, value))
+            elif isinstance(value, dict) and value and all(_is_flat(v) for v in value.values()):
+                lines.append(f"- **{key}**:")
+                lines.extend(f"  - {k}: {_inline(v)}" for k, v in value.items())
+            elif _is_flat(value):
+                lines.append(f"- **{key}**: {_inline(value)}")
+            else:
+                complex_items.append((key, value))
+        if lines:
+            self._blocks.append("\n".join(lines))
+        for key, value in complex_items:
+            self._blocks.append(f"**{key}**:\n\n```json\n{json.dumps(value, indent=2, ensure_ascii=False)}\n```")
+        if save_json:
+            from surrinf.report.provenance import write_provenance
+
+            write_provenance(self.directory / "provenance.json", data)
+            self._blocks.append("Files: [json](provenance.json)")
+        return self
+
+    def to_markdown(self) -> str:
+        """The report text as :meth:`write` would save it."""
+        return "\n\n".join([f"# {self.title}", *self._blocks]) + "\n"
+
+    def write(self) -> Path:
+        """Write ``directory/report.md`` atomically (again after further additions, if called again); return it."""
+        return atomic_write_text(self.path, self.to_markdown())
+
+    def _claim(self, stem: str, kind: str = "table") -> None:
+        _check_stem(stem)
+        if kind == "table" and stem in _RESERVED_STEMS:
+            raise ValueError(f"table stem {stem!r} is reserved for the report's own files")
+        key = f"{kind}/{stem}"
+        if key in self._stems:
+            raise ValueError(f"{kind} stem {stem!r} already used in this report")
+        self._stems.add(key)
+
+
+def _is_flat(value: Any) -> bool:
+    """A scalar, or a list of scalars."""
+    if isinstance(value, list):
+        return all(not isinstance(v, dict | list) for v in value)
+    return not isinstance(value, dict) or not value
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, list | dict) and not value:
+        return "none"
+    if isinstance(value, list):
+        return ", ".join(_inline(v) for v in value)
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    text = str(value)
+    return f"`{text}`" if text and "`" not in text else text
