@@ -38,6 +38,7 @@ import numpy as np
 from ..data.geometry import Geometry, get_geometry
 from . import gflash
 from .materials import Material, get_material
+from .poisson import poisson
 
 #: Valid incident-energy range [GeV] (GFLASH is fitted for roughly 1 GeV - 1 TeV; the range below is
 #: where its formulas stay well defined).
@@ -257,7 +258,7 @@ class Calorimeter:
         n_layer = gflash.n_spots(energy, m) * jnp.maximum(jnp.diff(spot_cdf), 0.0)  # (L,)
         # Rounding can leave -1e-7 in a cell; a Poisson rate must not be negative.
         prob = jnp.maximum(self._cell_probabilities(energy, t_max, alpha, offset_mm, displaced), 0.0)  # (L, A, R+1)
-        counts = jax.random.poisson(k_spot, n_layer[:, None, None] * prob).astype(jnp.float32)
+        counts = poisson(k_spot, n_layer[:, None, None] * prob)
         total = counts.sum(axis=(1, 2), keepdims=True)
         frac = jnp.where(total > 0, counts / jnp.where(total > 0, total, 1.0), prob)
         cells = visible[:-1, None, None] * frac

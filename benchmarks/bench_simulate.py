@@ -1,0 +1,109 @@
+"""Throughput of the GFLASH reference simulator (showers per second), written as JSON.
+
+For the default and DS2 geometries at 10, 100 and 1000 GeV it measures the batched simulator (vmapped,
+chunked, compiled once) against a baseline measured in the same run: the same simulator called one
+shower at a time. Compilation time is reported separately. Optionally it streams N showers of the
+default geometry into an HDF5 file and reports the peak resident memory, to show memory stays bounded.
+
+    python benchmarks/bench_simulate.py [--out benchmarks/results/bench_simulate.json] [--stream 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from surrinf._atomic import atomic_write_text
+from surrinf.report.provenance import provenance
+from surrinf.run import simulate_to_file
+from surrinf.sim import calorimeter
+
+SETTINGS = {"default": {"n": 4096, "n_baseline": 64}, "ds2": {"n": 512, "n_baseline": 16}}
+ENERGIES = (10.0, 100.0, 1000.0)
+
+
+def _rate(fn, n: int, repeats: int = 3) -> float:
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return n / best
+
+
+def bench_geometry(name: str, n: int, n_baseline: int) -> dict:
+    cal = calorimeter(name)
+    key = jax.random.key(0)
+    out = {"n_voxels": cal.geometry.n_voxels, "chunk_size": min(n, cal.auto_chunk_size()), "energies": {}}
+    t0 = time.perf_counter()
+    cal.simulate(key, np.full(n, 10.0), chunk_size=min(n, cal.auto_chunk_size()))
+    cal.simulate(key, np.full(1, 10.0), chunk_size=1)
+    out["compile_and_first_call_s"] = time.perf_counter() - t0
+    for e in ENERGIES:
+        batched = _rate(lambda e=e: cal.simulate(key, np.full(n, e), chunk_size=min(n, cal.auto_chunk_size())), n)
+        single = _rate(lambda e=e: cal.simulate(key, np.full(n_baseline, e), chunk_size=1), n_baseline, repeats=1)
+        out["energies"][f"{e:g}"] = {
+            "showers_per_s": batched,
+            "baseline_one_at_a_time_showers_per_s": single,
+            "speedup_vs_baseline": batched / single,
+        }
+        print(
+            f"{name:8s} {e:7.0f} GeV  {batched:10.1f} showers/s"
+            f"  (one at a time: {single:8.1f}/s, x{batched / single:.1f})"
+        )
+    return out
+
+
+def bench_stream(n: int) -> dict:
+    """Stream n default-geometry showers (log-uniform 1-1000 GeV) to HDF5; peak RSS before/after."""
+    cal = calorimeter("default")
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB on Linux
+    energies = np.exp(np.random.default_rng(0).uniform(0.0, np.log(1000.0), n)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        path = simulate_to_file(cal, jax.random.key(1), energies, Path(tmp) / "stream.h5", progress=False)
+        dt = time.perf_counter() - t0
+        size = path.stat().st_size / 2**20
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    raw = n * cal.geometry.n_voxels * 4 / 2**20
+    print(f"stream   {n} showers in {dt:.1f} s; raw data {raw:.0f} MiB, file {size:.0f} MiB, peak RSS {rss1:.0f} MiB")
+    return {
+        "n": n,
+        "seconds": dt,
+        "showers_per_s": n / dt,
+        "raw_data_mib": raw,
+        "file_mib": size,
+        "peak_rss_before_mib": rss0,
+        "peak_rss_after_mib": rss1,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="benchmarks/results/bench_simulate.json")
+    p.add_argument("--stream", type=int, default=0, help="also stream N default showers to a file (e.g. 1000000)")
+    args = p.parse_args(argv)
+    result = {
+        "benchmark": "bench_simulate",
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "devices": str(jax.devices())},
+        "provenance": provenance(include_jax=False),
+        "geometries": {name: bench_geometry(name, **s) for name, s in SETTINGS.items()},
+    }
+    if args.stream:
+        result["stream"] = bench_stream(args.stream)
+    out = atomic_write_text(args.out, json.dumps(result, indent=2, default=str))
+    print(f"written {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Command-line interface: ``surrinf simulate | info | run``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} must be {n} comma-separated numbers, got {text!r}") from None
+    if len(values) != n:
+        raise argparse.ArgumentTypeError(f"{name} must be {n} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import jax
+
+    from .run import simulate_to_file
+    from .sim import DetectorParams, calorimeter
+    from .sim.spectrum import parse_energy_spec
+
+    if args.n < 1:
+        raise ValueError(f"--n must be a positive number of showers, got {args.n}")
+    spectrum = parse_energy_spec(args.energy)
+    theta = _floats(args.theta, 3, "--theta") if args.theta else None
+    offset = _floats(args.offset, 2, "--offset") if args.offset else None
+    cal = calorimeter(args.geometry, args.material, DetectorParams(*theta) if theta else None)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it")
+    k_energy, k_sim = jax.random.split(jax.random.key(args.seed))
+    energies = spectrum.sample(k_energy, args.n)
+    simulate_to_file(cal, k_sim, energies, out, offset_mm=offset, progress=not args.quiet, chunk_size=args.chunk_size)
+    print(out)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .data import file_info, file_info_json, validate_file
+
+    info = file_info(args.file)
+    if args.validate:
+        validate_file(args.file)
+    if args.json:
+        print(file_info_json(args.file))
+        return 0
+    for k, v in info.items():
+        if isinstance(v, dict):
+            v = json.dumps(v, default=str)
+        print(f"{k:>22}: {v}")
+    if args.validate:
+        print(f"{'validation':>22}: ok")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .run import RunConfig, run
+
+    cfg = RunConfig(seed=args.seed, out_dir=args.out_dir)
+    if args.quick:
+        cfg = RunConfig(
+            seed=args.seed,
+            out_dir=args.out_dir,
+            n_showers=2000,
+            n_profile=300,
+            n_resolution=300,
+            resolution_energies=(2.0, 10.0, 50.0, 200.0),
+        )
+    run_dir = run(cfg, progress=not args.quiet)
+    print(run_dir / "report.md")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data.geometry import GEOMETRY_NAMES
+    from .sim.materials import MATERIALS
+
+    p = argparse.ArgumentParser(prog="surrinf", description="Surrogate-assisted inference for particle physics.")
+    p.add_argument("--version", action="version", version=f"surrinf {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="simulate reference showers into a CaloChallenge HDF5 file (MeV)")
+    s.add_argument("--geometry", default="default", choices=GEOMETRY_NAMES)
+    s.add_argument("--material", default=None, choices=sorted(MATERIALS), help="default: the geometry's own")
+    s.add_argument("--n", type=int, default=10_000, help="number of showers")
+    s.add_argument(
+        "--energy",
+        default="log-uniform:1,1000",
+        help="incident energies in GeV: log-uniform:LO,HI | uniform:LO,HI | fixed:E | discrete:E1,E2,... | "
+        "power-law:LO,HI,GAMMA",
+    )
+    s.add_argument("--theta", default=None, help="detector parameters s,a,sigma_n (a in GeV^1/2, sigma_n in GeV)")
+    s.add_argument("--offset", default=None, help="beam impact offset x,y in mm")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--chunk-size", type=int, default=None, help="showers per batch (default: automatic)")
+    s.add_argument("--out", required=True, help="output HDF5 file")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_simulate)
+
+    i = sub.add_parser("info", help="describe a CaloChallenge HDF5 file")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("--validate", action="store_true", help="check every shower (chunk-wise)")
+    i.set_defaults(func=_cmd_info)
+
+    r = sub.add_parser("run", help="the main job: simulate, analyse, write runs/<timestamp>/report.md")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out-dir", default="runs")
+    r.add_argument("--quick", action="store_true", help="small statistics (for smoke tests)")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=_cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileExistsError, FileNotFoundError, argparse.ArgumentTypeError) as err:
+        print(f"surrinf {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

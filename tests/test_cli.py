@@ -1,0 +1,105 @@
+"""Command-line interface: simulate, info, run."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from surrinf.cli import main
+from surrinf.data import get_geometry, read_showers
+
+
+def test_simulate_reads_back_identically_through_h5py_and_reader(tmp_path, capsys):
+    out = tmp_path / "showers.h5"
+    rc = main(["simulate", "--n", "300", "--energy", "log-uniform:1,1000", "--seed", "3", "--out", str(out), "--quiet"])
+    assert rc == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    data = read_showers(out, geometry=get_geometry("default"))
+    with h5py.File(out, "r") as f:
+        assert f["showers"].dtype == np.float32 and f["showers"].shape == (300, 360)
+        assert np.array_equal(f["showers"][:], data.showers_mev)
+        assert np.array_equal(f["incident_energies"][:], data.incident_energies_mev)
+        assert np.array_equal(f["theta"][:], data.theta)
+        assert np.array_equal(f["impact_offset_mm"][:], data.impact_offset_mm)
+    e = data.energies_gev()
+    assert e.min() >= 1.0 and e.max() <= 1000.0
+    # CaloChallenge units: MeV. The visible fraction of W/Si is 2.6 %, so showers carry ~0.025 E_inc.
+    ratio = data.showers_mev.sum(1) / data.incident_energies_mev[:, 0]
+    assert 0.015 < np.median(ratio) < 0.03
+    # same seed -> same bits
+    out2 = tmp_path / "again.h5"
+    main(["simulate", "--n", "300", "--seed", "3", "--out", str(out2), "--quiet"])
+    assert np.array_equal(read_showers(out2).showers_mev, data.showers_mev)
+
+
+def test_simulate_ds2_with_theta_and_offset(tmp_path):
+    out = tmp_path / "ds2.h5"
+    args = ["simulate", "--geometry", "ds2", "--n", "20", "--energy", "fixed:50", "--theta", "1.02,0.2,0.0001"]
+    assert main([*args, "--offset", "2,-1", "--out", str(out), "--quiet"]) == 0
+    data = read_showers(out, geometry=get_geometry("ds2"))
+    assert data.showers_mev.shape == (20, 6480)
+    np.testing.assert_allclose(data.theta[0], [1.02, 0.2, 0.0001], rtol=1e-6)
+    np.testing.assert_allclose(data.impact_offset_mm[0], [2.0, -1.0])
+
+
+def test_info(tmp_path, capsys):
+    out = tmp_path / "s.h5"
+    main(["simulate", "--n", "50", "--out", str(out), "--quiet"])
+    capsys.readouterr()
+    assert main(["info", str(out), "--validate"]) == 0
+    text = capsys.readouterr().out
+    assert "n_showers" in text and "50" in text and "validation" in text
+    assert main(["info", str(out), "--json"]) == 0
+    assert '"n_voxels": 360' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--energy", "log-uniform:-1,10"], "energies must lie in"),
+        (["--energy", "gaussian:5,1"], "unknown form 'gaussian'"),
+        (["--n", "0"], "--n must be a positive"),
+        (["--theta", "1,2"], "--theta must be 3"),
+    ],
+)
+def test_simulate_bad_input(tmp_path, capsys, args, message):
+    rc = main(["simulate", *args, "--out", str(tmp_path / "x.h5"), "--quiet"])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_simulate_unknown_geometry_is_rejected(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--geometry", "ds9", "--out", str(tmp_path / "x.h5")])
+    assert "invalid choice: 'ds9'" in capsys.readouterr().err
+
+
+def test_simulate_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "keep.h5"
+    out.write_bytes(b"user data")
+    assert main(["simulate", "--n", "5", "--out", str(out), "--quiet"]) == 2
+    assert out.read_bytes() == b"user data"
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_info_on_wrong_layout(tmp_path, capsys):
+    bad = tmp_path / "bad.h5"
+    with h5py.File(bad, "w") as f:
+        f["showers"] = np.zeros((3, 10), np.float32)
+    assert main(["info", str(bad)]) == 2
+    assert "incident_energies" in capsys.readouterr().err
+
+
+def test_run_quick_writes_report(tmp_path, capsys):
+    assert main(["run", "--quick", "--quiet", "--out-dir", str(tmp_path)]) == 0
+    report = capsys.readouterr().out.strip()
+    assert report.endswith("report.md")
+    run_dir = tmp_path / report.split("/")[-2]
+    text = (run_dir / "report.md").read_text()
+    for fig in ("longitudinal_profile", "radial_profile", "resolution"):
+        png = run_dir / "figures" / f"{fig}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"figures/{fig}.png" in text
+    assert (run_dir / "resolution_fit.csv").exists() and (run_dir / "provenance.json").exists()
+    assert "GFLASH" in text
