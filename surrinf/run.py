@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -46,7 +46,6 @@ class RunConfig:
     n_resolution: int = 2000
     seed: int = 0
     out_dir: str = "runs"
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -103,9 +102,9 @@ def simulate_to_file(
     return path
 
 
-def _profiles(cal: Calorimeter, key: jax.Array, energies: tuple[float, ...], n: int, theta) -> dict:
+def _profiles(cal: Calorimeter, key: jax.Array, energies: tuple[float, ...], n: int) -> dict:
     """Mean layer and radial profiles (fractions of E_inc) of simulated showers and of the GFLASH mean
-    expectation at each energy."""
+    expectation at each energy, with the calorimeter's own detector parameters."""
     geo = cal.geometry
     coords = geo.voxel_coordinates()
     r_bin = coords["r_bin"]
@@ -113,10 +112,8 @@ def _profiles(cal: Calorimeter, key: jax.Array, energies: tuple[float, ...], n: 
     out = {}
     for i, e in enumerate(energies):
         k_sim, k_exp = jax.random.split(jax.random.fold_in(key, i))
-        showers = cal.simulate(k_sim, np.full(n, e), theta=theta).showers.astype(np.float64) / e
+        showers = cal.simulate(k_sim, np.full(n, e)).showers.astype(np.float64) / e
         expected = cal.expected_showers(k_exp, e, n_draws=4000).astype(np.float64) / e
-        if theta is not None:
-            expected *= theta[0] / cal.default_theta()[0]
         lay = layer_energies(showers, geo)
         rad = np.stack([showers[:, r_bin == j].sum(axis=1) for j in range(n_r)], axis=1)
         out[e] = {
@@ -152,7 +149,7 @@ def run(config: RunConfig | None = None, progress: bool = True) -> Path:
     data_path = simulate_to_file(cal, k_data, energies, run_dir / "reference.h5", progress=progress)
 
     stage("mean profiles against the GFLASH expectation")
-    prof = _profiles(cal, k_prof, cfg.profile_energies, cfg.n_profile, theta)
+    prof = _profiles(cal, k_prof, cfg.profile_energies, cfg.n_profile)
 
     stage("energy response and resolution scan")
     resp = measure_response(cal, k_res, np.array(cfg.resolution_energies), cfg.n_resolution, theta=tuple(theta))
