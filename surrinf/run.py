@@ -127,6 +127,24 @@ def _profiles(cal: Calorimeter, key: jax.Array, energies: tuple[float, ...], n: 
     return out
 
 
+def _profile_figure(prof: dict, kind: str, x: np.ndarray, xlabel: str, ylabel: str):
+    """Simulated mean profile (points) and GFLASH mean expectation (lines) per energy, ratio below."""
+    fig, (ax, axr) = new_figure(ratio=True)
+    for e, p in prof.items():
+        mean, err, expected = p[f"{kind}_mean"], p[f"{kind}_err"], p[f"{kind}_expected"]
+        line = ax.errorbar(x, mean, err, fmt="o", ms=4, label=f"simulated, {e:g} GeV")
+        ax.plot(x, expected, "-", color=line[0].get_color(), label=f"GFLASH mean, {e:g} GeV")
+        axr.errorbar(x, mean / expected, err / expected, fmt="o", ms=3, color=line[0].get_color())
+    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="x-small")
+    axr.axhline(1.0, color="gray", lw=1)
+    axr.set_ylim(0.8, 1.2)
+    axr.set_xlabel(xlabel)
+    axr.set_ylabel("sim / mean")
+    return fig
+
+
 def run(config: RunConfig | None = None, progress: bool = True) -> Path:
     """Run the main job and return the run directory (``<out_dir>/<UTC timestamp>``)."""
     cfg = config or RunConfig()
@@ -192,45 +210,12 @@ def run(config: RunConfig | None = None, progress: bool = True) -> Path:
 
     report.section("Mean profiles")
     depth_x0 = geo.layer_centers_mm / mat.X0_mm
-    fig, (ax, axr) = new_figure(ratio=True)
-    for e, p in prof.items():
-        line = ax.errorbar(depth_x0, p["layer_mean"], p["layer_err"], fmt="o", ms=4, label=f"simulated, {e:g} GeV")
-        ax.plot(depth_x0, p["layer_expected"], "-", color=line[0].get_color(), label=f"GFLASH mean, {e:g} GeV")
-        axr.errorbar(
-            depth_x0, p["layer_mean"] / p["layer_expected"], p["layer_err"] / p["layer_expected"], fmt="o", ms=3
-        )
-    ax.set_yscale("log")
-    ax.set_ylabel("mean E_layer / E_inc")
-    ax.legend(fontsize="x-small")
-    axr.axhline(1.0, color="gray", lw=1)
-    axr.set_ylim(0.8, 1.2)
-    axr.set_xlabel("layer depth [X0]")
-    axr.set_ylabel("sim / mean")
+    fig = _profile_figure(prof, "layer", depth_x0, "layer depth [X0]", "mean E_layer / E_inc")
     report.figure(fig, "longitudinal_profile", "Mean longitudinal profile with the GFLASH mean expectation.")
-
     n_r = int(geo.n_radial.max())
     r_edges = geo.r_edges_mm[int(np.argmax(geo.n_radial))]
     r_centres = 0.5 * (r_edges[:-1] + np.where(np.isinf(r_edges[1:]), r_edges[:-1], r_edges[1:]))
-    fig, (ax, axr) = new_figure(ratio=True)
-    for e, p in prof.items():
-        line = ax.errorbar(
-            r_centres[:n_r], p["radial_mean"], p["radial_err"], fmt="o", ms=4, label=f"simulated, {e:g} GeV"
-        )
-        ax.plot(r_centres[:n_r], p["radial_expected"], "-", color=line[0].get_color(), label=f"GFLASH mean, {e:g} GeV")
-        axr.errorbar(
-            r_centres[:n_r],
-            p["radial_mean"] / p["radial_expected"],
-            p["radial_err"] / p["radial_expected"],
-            fmt="o",
-            ms=3,
-        )
-    ax.set_yscale("log")
-    ax.set_ylabel("mean E_radial bin / E_inc")
-    ax.legend(fontsize="x-small")
-    axr.axhline(1.0, color="gray", lw=1)
-    axr.set_ylim(0.8, 1.2)
-    axr.set_xlabel("radius [mm]")
-    axr.set_ylabel("sim / mean")
+    fig = _profile_figure(prof, "radial", r_centres[:n_r], "radius [mm]", "mean E_radial bin / E_inc")
     report.figure(fig, "radial_profile", "Mean radial profile (all layers) with the GFLASH mean expectation.")
 
     report.section("Energy response and resolution")

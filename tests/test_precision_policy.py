@@ -1,0 +1,20 @@
+"""Precision policy: importing surrinf never switches JAX to float64; the simulator runs in float32."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_import_keeps_float32_and_simulator_outputs_float32():
+    code = (
+        "import jax, numpy as np\n"
+        "import surrinf, surrinf.sim, surrinf.data, surrinf.validation, surrinf.report, surrinf.run, surrinf.cli\n"
+        "assert not jax.config.jax_enable_x64\n"
+        "b = surrinf.sim.calorimeter('default').simulate(jax.random.key(0), np.array([10.0]))\n"
+        "assert b.showers.dtype == np.float32 and b.deposited.dtype == np.float32\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
