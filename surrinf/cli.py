@@ -61,6 +61,29 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .data import get_geometry, read_showers
+    from .validation.validate import ValidationConfig, validate
+
+    geometry = get_geometry(args.geometry) if args.geometry else None
+    ref = read_showers(args.reference, geometry=geometry, stop=args.max_showers)
+    geometry = geometry or ref.geometry
+    if geometry is None:
+        raise ValueError(f"--geometry is needed: {args.reference} stores no geometry")
+    cand = read_showers(args.candidate, geometry=geometry, stop=args.max_showers)
+    material = args.material or ref.attrs.get("material")
+    x0_mm = None
+    if material:
+        from .sim import get_material
+
+        x0_mm = get_material(str(material)).X0_mm
+    cfg = ValidationConfig(classifier=not args.no_classifier, low_level=not args.no_low_level)
+    report = validate(ref, cand, geometry, seed=args.seed, x0_mm=x0_mm, config=cfg)
+    path = report.save(args.out, title=f"Validation: {Path(args.candidate).name} vs {Path(args.reference).name}")
+    print(path)
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .run import RunConfig, run
 
@@ -111,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print JSON")
     i.add_argument("--validate", action="store_true", help="check every shower (chunk-wise)")
     i.set_defaults(func=_cmd_info)
+
+    v = sub.add_parser("validate", help="compare a candidate shower file with a reference file")
+    v.add_argument("reference")
+    v.add_argument("candidate")
+    v.add_argument("--out", required=True, help="report directory")
+    v.add_argument("--geometry", default=None, choices=GEOMETRY_NAMES, help="default: the one stored in the file")
+    v.add_argument("--material", default=None, choices=sorted(MATERIALS), help="for depth of maximum [X0]")
+    v.add_argument("--max-showers", type=int, default=None, help="use at most this many showers of each file")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--no-classifier", action="store_true", help="skip the classifier tests")
+    v.add_argument("--no-low-level", action="store_true", help="skip the low-level (voxel) classifier")
+    v.set_defaults(func=_cmd_validate)
 
     r = sub.add_parser("run", help="the main job: simulate, analyse, write runs/<timestamp>/report.md")
     r.add_argument("--seed", type=int, default=0)

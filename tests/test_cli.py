@@ -103,3 +103,34 @@ def test_run_quick_writes_report(tmp_path, capsys):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"figures/{fig}.png" in text
     assert (run_dir / "resolution_fit.csv").exists() and (run_dir / "provenance.json").exists()
     assert "GFLASH" in text
+
+
+def test_validate_writes_report_directory(tmp_path, capsys):
+    ref, cand = tmp_path / "ref.h5", tmp_path / "cand.h5"
+    main(["simulate", "--n", "1500", "--seed", "1", "--out", str(ref), "--quiet"])
+    main(["simulate", "--n", "1500", "--seed", "2", "--theta", "1.05,0.17,0", "--out", str(cand), "--quiet"])
+    capsys.readouterr()
+    out = tmp_path / "report"
+    assert main(["validate", str(ref), str(cand), "--out", str(out), "--no-low-level"]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report.md")
+    text = (out / "report.md").read_text()
+    for stem in ("summary", "observables", "calibration_error"):
+        for ext in ("md", "csv", "tex", "json"):
+            assert (out / f"{stem}.{ext}").exists()
+    assert (out / "validation.json").exists() and (out / "figures" / "hist_E_ratio.png").exists()
+    assert "classifier AUC (high-level)" in text and "depth_of_max" in text  # material read from the file
+    # +5 % energy scale: the total-energy response is flagged
+    import json
+
+    one_d = {c["name"]: c for c in json.loads((out / "validation.json").read_text())["one_d"]}
+    assert one_d["E_ratio"]["verdict"] == "significant"
+
+
+def test_validate_bad_input(tmp_path, capsys):
+    ref = tmp_path / "ref.h5"
+    main(["simulate", "--n", "100", "--out", str(ref), "--quiet"])
+    other = tmp_path / "ds2.h5"
+    main(["simulate", "--geometry", "ds2", "--n", "100", "--energy", "fixed:10", "--out", str(other), "--quiet"])
+    capsys.readouterr()
+    assert main(["validate", str(ref), str(other), "--out", str(tmp_path / "r")]) == 2
+    assert "6480" in capsys.readouterr().err
