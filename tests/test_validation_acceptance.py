@@ -13,10 +13,9 @@ import pytest
 from surrinf.sim import calorimeter
 from surrinf.sim.spectrum import parse_energy_spec
 from surrinf.validation import NEGLIGIBLE, RELEVANT, compare_1d
-from surrinf.validation.classifier import ClassifierConfig
 from surrinf.validation.distances import energy_distance_test
-from surrinf.validation.reweighting import closure_check, reweight
-from surrinf.validation.validate import Showers, ValidationConfig, energy_features, validate
+from surrinf.validation.reweighting import closure_check
+from surrinf.validation.validate import Showers, ValidationConfig, reweight_response, validate
 
 N = 20_000
 CAL = calorimeter("default")
@@ -96,13 +95,12 @@ def test_ks_significant_but_practically_negligible():
 
 
 def test_reweighting_closes_the_energy_scale(samples):
-    x_ref, names = energy_features(samples["ref"], CAL.geometry)
-    x_cand, _ = energy_features(samples["scale"], CAL.geometry)
-    cfg = ClassifierConfig(hidden=(256, 256), max_epochs=100, patience=10)
-    res = reweight(jax.random.key(7), x_ref, x_cand, config=cfg)
-    j = names.index("E_ratio")  # the total visible energy over the incident energy
-    before = compare_1d(x_ref[:, j], x_cand[:, j], "E_ratio")
-    after = closure_check(x_ref[:, j], x_cand[:, j], res.weights).w1_after
+    res = reweight_response(jax.random.key(7), samples["ref"], samples["scale"], CAL.geometry)
+    e_ref = samples["ref"].showers.sum(1) / samples["ref"].energies  # total visible energy / incident
+    e_cand = samples["scale"].showers.sum(1) / samples["scale"].energies
+    before = compare_1d(e_ref, e_cand, "E_ratio")
+    after = closure_check(e_ref, e_cand, res.weights).w1_after
     assert before.w1 > 5 * before.w1_floor
+    # measured 0.7-0.9 x floor for two independent sample sets (docs/results/validation_closure_checks.md)
     assert after < 2 * before.w1_floor, (after, before.w1_floor, before.w1)
     assert res.ess_fraction > 0.3  # the weights do not collapse onto a few showers

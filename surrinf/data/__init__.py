@@ -13,6 +13,7 @@ from surrinf.data.calochallenge import (
     validate_file,
     write_showers,
 )
+from surrinf.data.conditional import ConditionalStandardize
 from surrinf.data.features import (
     PER_LAYER_FEATURES,
     centroids,
@@ -33,6 +34,7 @@ __all__ = [
     "PER_LAYER_FEATURES",
     "THETA_COLUMNS",
     "THETA_UNITS",
+    "ConditionalStandardize",
     "Geometry",
     "LayerFractionTransform",
     "ShowerData",

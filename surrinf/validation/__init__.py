@@ -12,7 +12,7 @@ from .distances import DistanceResult, EnergyDistanceResult, energy_distance_tes
 from .one_d import CONSISTENT, NEGLIGIBLE, RELEVANT, OneDComparison, compare_1d, separation_power, wasserstein_1d
 from .resolution import EnergyResponse, ResolutionFit, fit_resolution, measure_response, resolution_model
 from .reweighting import ReweightResult, closure_check, reweight
-from .validate import Showers, ValidationConfig, ValidationReport, validate
+from .validate import Showers, ValidationConfig, ValidationReport, energy_features, reweight_response, validate
 
 __all__ = [
     "CONSISTENT",
@@ -36,6 +36,7 @@ __all__ = [
     "closure_check",
     "compare_1d",
     "energy_distance_test",
+    "energy_features",
     "fit_resolution",
     "fpd",
     "frechet_distance",
@@ -43,6 +44,7 @@ __all__ = [
     "measure_response",
     "resolution_model",
     "reweight",
+    "reweight_response",
     "separation_power",
     "train_classifier",
     "validate",

@@ -24,13 +24,14 @@ import jax
 import numpy as np
 
 from .._atomic import atomic_write_text
-from ..data import ShowerData, flatten_features, high_level_features
+from ..data import ConditionalStandardize, ShowerData, flatten_features, high_level_features
 from ..data.geometry import Geometry
 from ..report import Measurement, Report, Table, hist_with_ratio, new_figure, provenance
 from .calibration_error import CalibrationErrorResult, calibration_error
 from .classifier import ClassifierConfig, ClassifierResult, classifier_test
 from .distances import DistanceResult, EnergyDistanceResult, energy_distance_test, fpd, kpd
 from .one_d import CONSISTENT, NEGLIGIBLE, RELEVANT, OneDComparison, compare_1d
+from .reweighting import ReweightResult, reweight
 
 #: Observable plotted by :meth:`ValidationReport.save` (per-layer ones at the layer of maximal energy).
 PLOTTED = ("E_ratio", "depth_of_max", "E_layer", "x_centroid", "x_width", "sparsity")
@@ -76,12 +77,34 @@ def energy_features(showers: Showers, geometry: Geometry) -> tuple[np.ndarray, l
 
     The representation of the energy response used for classifier reweighting: low-dimensional, every
     column sensitive to a change of scale or resolution. (With all ~90 high-level features and 20k
-    showers per sample the classifier's density ratio is too noisy to close a 1 % scale change.)"""
+    showers per sample the classifier's density ratio is too noisy to close a 1 % scale change.) See
+    :func:`reweight_response` for the conditional standardisation that makes the reweighting robust."""
     e = showers.energies
     layers = geometry.active_layers
     frac = high_level_features(showers.showers, e, geometry)["E_layer"][:, layers] / e[:, None]
     x = np.concatenate([np.log(e)[:, None], (showers.showers.sum(axis=1) / e)[:, None], frac], axis=1)
     return x, ["ln_E_inc", "E_ratio", *(f"E_layer[{int(k)}]/E_inc" for k in layers)]
+
+
+def reweight_response(
+    key: jax.Array,
+    reference: ShowerData | Showers | tuple,
+    candidate: ShowerData | Showers | tuple,
+    geometry: Geometry,
+    config: ClassifierConfig | None = None,
+) -> ReweightResult:
+    """Classifier weights (one per candidate shower, mean 1) that reweight the candidate's energy response
+    toward the reference: :func:`energy_features`, standardised conditionally on ln E with a
+    :class:`~surrinf.data.ConditionalStandardize` fitted on the reference, then :func:`.reweighting.reweight`
+    (cross-fitted, so every weight is out of sample)."""
+    ref = Showers.coerce(reference, "reference", geometry)
+    cand = Showers.coerce(candidate, "candidate", geometry)
+    x_ref, _ = energy_features(ref, geometry)
+    x_cand, _ = energy_features(cand, geometry)
+    std = ConditionalStandardize.fit(x_ref[:, 1:], x_ref[:, 0])
+    z_ref = np.concatenate([x_ref[:, :1], std(x_ref[:, 1:], x_ref[:, 0])], axis=1)
+    z_cand = np.concatenate([x_cand[:, :1], std(x_cand[:, 1:], x_cand[:, 0])], axis=1)
+    return reweight(key, z_ref, z_cand, config=config)
 
 
 @dataclass(frozen=True)
