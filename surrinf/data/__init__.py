@@ -1,5 +1,6 @@
 """Shower data: voxel geometries, the CaloChallenge HDF5 format, high-level features and preprocessing."""
 
+from surrinf.data.bijection import ShowerBijection
 from surrinf.data.calochallenge import (
     THETA_COLUMNS,
     THETA_UNITS,
@@ -37,6 +38,7 @@ __all__ = [
     "ConditionalStandardize",
     "Geometry",
     "LayerFractionTransform",
+    "ShowerBijection",
     "ShowerData",
     "ShowerFileError",
     "ShowerWriter",
