@@ -1,4 +1,30 @@
 """Conditional generative surrogates (flows, VAE, diffusion, GAN), their training, saving and export.
 
-Work in progress (issue 4): serialisation, the trainer and the conditional spline flow land first.
+Landed so far (issue 4 in progress): FiLM conditioning, the conditional rational-quadratic spline flows
+(coupling and autoregressive), the optax trainer (early stopping, checkpoints, bitwise resume, data
+parallelism) and save/load with SHA-256 verification (no pickle).
 """
+
+from .conditioning import FiLM, encode_conditions
+from .flow import AutoregressiveFlow, CouplingFlow, build_flow, flow_loss
+from .serialization import MODEL_REGISTRY, ModelFileError, load, load_checkpoint, register_model, save, save_checkpoint
+from .trainer import TrainConfig, TrainResult, train
+
+__all__ = [
+    "MODEL_REGISTRY",
+    "AutoregressiveFlow",
+    "CouplingFlow",
+    "FiLM",
+    "ModelFileError",
+    "TrainConfig",
+    "TrainResult",
+    "build_flow",
+    "encode_conditions",
+    "flow_loss",
+    "load",
+    "load_checkpoint",
+    "register_model",
+    "save",
+    "save_checkpoint",
+    "train",
+]
