@@ -8,6 +8,7 @@ parallelism) and save/load with SHA-256 verification (no pickle).
 from .conditioning import FiLM, encode_conditions
 from .flow import AutoregressiveFlow, CouplingFlow, build_flow, flow_loss
 from .serialization import MODEL_REGISTRY, ModelFileError, load, load_checkpoint, register_model, save, save_checkpoint
+from .surrogate import FlowSurrogate
 from .trainer import TrainConfig, TrainResult, train
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "AutoregressiveFlow",
     "CouplingFlow",
     "FiLM",
+    "FlowSurrogate",
     "ModelFileError",
     "TrainConfig",
     "TrainResult",
