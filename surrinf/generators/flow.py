@@ -101,6 +101,13 @@ def _as_cond(c: jax.Array, n: int | None, cond_dim: int) -> jax.Array:
     return c
 
 
+def _perm_arrays(perms: list[np.ndarray]) -> tuple[jax.Array, jax.Array]:
+    """(n_layers, D) int32 permutations and their inverses."""
+    return jnp.asarray(np.stack(perms), dtype=jnp.int32), jnp.asarray(
+        np.stack([np.argsort(p) for p in perms]), dtype=jnp.int32
+    )
+
+
 class _FlowBase(eqx.Module):
     """Shared batch API; subclasses define per-sample ``forward`` (x -> z) and ``inverse`` (z -> x)."""
 
@@ -110,6 +117,14 @@ class _FlowBase(eqx.Module):
     hidden: tuple[int, ...] = eqx.field(static=True)
     n_bins: int = eqx.field(static=True)
     bound: float = eqx.field(static=True)
+
+    def _init_hyper(self, dim, cond_dim, n_layers, hidden, n_bins, bound) -> tuple[int, ...]:
+        """Check and store the hyperparameters shared by every flow (called from ``__init__``)."""
+        hidden = tuple(int(h) for h in hidden)
+        _check_hyper(dim, cond_dim, n_layers, hidden, n_bins, bound)
+        self.dim, self.cond_dim, self.n_layers = int(dim), int(cond_dim), int(n_layers)
+        self.hidden, self.n_bins, self.bound = hidden, int(n_bins), float(bound)
+        return hidden
 
     def forward(self, x: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
         raise NotImplementedError
@@ -184,10 +199,7 @@ class CouplingFlow(_FlowBase):
         n_bins: int = 8,
         bound: float = 5.0,
     ):
-        hidden = tuple(int(h) for h in hidden)
-        _check_hyper(dim, cond_dim, n_layers, hidden, n_bins, bound)
-        self.dim, self.cond_dim, self.n_layers = int(dim), int(cond_dim), int(n_layers)
-        self.hidden, self.n_bins, self.bound = hidden, int(n_bins), float(bound)
+        hidden = self._init_hyper(dim, cond_dim, n_layers, hidden, n_bins, bound)
         k_perm, k_net = jax.random.split(key)
         d_id = dim // 2
         perm_keys = jax.random.split(k_perm, n_layers)
@@ -195,8 +207,7 @@ class CouplingFlow(_FlowBase):
             np.asarray(jax.random.permutation(perm_keys[i], dim)) if i % 2 == 0 else np.arange(dim)[::-1]
             for i in range(n_layers)
         ]
-        self.perms = jnp.asarray(np.stack(perms), dtype=jnp.int32)
-        self.inv_perms = jnp.asarray(np.stack([np.argsort(p) for p in perms]), dtype=jnp.int32)
+        self.perms, self.inv_perms = _perm_arrays(perms)
         # D = 1: the conditioner sees a constant input of size 1 (the spline then depends on c only).
         self.conditioners = tuple(
             FiLMMLP(k, max(d_id, 1), (dim - d_id) * n_spline_params(n_bins), cond_dim, hidden)
@@ -269,14 +280,10 @@ class AutoregressiveFlow(_FlowBase):
         n_bins: int = 8,
         bound: float = 5.0,
     ):
-        hidden = tuple(int(h) for h in hidden)
-        _check_hyper(dim, cond_dim, n_layers, hidden, n_bins, bound)
-        self.dim, self.cond_dim, self.n_layers = int(dim), int(cond_dim), int(n_layers)
-        self.hidden, self.n_bins, self.bound = hidden, int(n_bins), float(bound)
+        hidden = self._init_hyper(dim, cond_dim, n_layers, hidden, n_bins, bound)
         k_perm, k_net = jax.random.split(key)
         perms = [np.asarray(jax.random.permutation(k, dim)) for k in jax.random.split(k_perm, n_layers)]
-        self.perms = jnp.asarray(np.stack(perms), dtype=jnp.int32)
-        self.inv_perms = jnp.asarray(np.stack([np.argsort(p) for p in perms]), dtype=jnp.int32)
+        self.perms, self.inv_perms = _perm_arrays(perms)
         if any(h < dim for h in hidden):
             warnings.warn(
                 f"AutoregressiveFlow: hidden widths {hidden} below dim={dim}; MADE degrees then skip values and some "
