@@ -5,6 +5,7 @@ Landed so far (issue 4 in progress): FiLM conditioning, the conditional rational
 parallelism) and save/load with SHA-256 verification (no pickle).
 """
 
+from .base import ConditionEncoder, ShowerPreprocessor, ShowerSurrogate, prepare_training_data
 from .conditioning import FiLM, encode_conditions
 from .flow import AutoregressiveFlow, CouplingFlow, build_flow, flow_loss
 from .serialization import MODEL_REGISTRY, ModelFileError, load, load_checkpoint, register_model, save, save_checkpoint
@@ -14,10 +15,13 @@ from .trainer import TrainConfig, TrainResult, train
 __all__ = [
     "MODEL_REGISTRY",
     "AutoregressiveFlow",
+    "ConditionEncoder",
     "CouplingFlow",
     "FiLM",
     "FlowSurrogate",
     "ModelFileError",
+    "ShowerPreprocessor",
+    "ShowerSurrogate",
     "TrainConfig",
     "TrainResult",
     "build_flow",
@@ -25,6 +29,7 @@ __all__ = [
     "flow_loss",
     "load",
     "load_checkpoint",
+    "prepare_training_data",
     "register_model",
     "save",
     "save_checkpoint",

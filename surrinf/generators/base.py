@@ -1,0 +1,196 @@
+"""What every shower surrogate shares: condition handling, the preprocessing chain and the sampler interface.
+
+A surrogate is an ``eqx.Module`` with three parts:
+
+- :class:`ConditionEncoder`: conditions (N,) or (N, k) with columns [E [GeV], theta...] (see
+  :data:`surrinf.response.CONDITION_COLUMNS`) -> float32 encoding (N, 1 + n_theta): scaled ln E and theta
+  standardised with the training mean / std.
+- :class:`ShowerPreprocessor`: voxel showers (N, V) [GeV, >= 0] <-> standardised unconstrained vectors
+  (N, V) through :class:`~surrinf.data.bijection.ShowerBijection` and
+  :class:`~surrinf.data.preprocessing.Standardize`, with the log-Jacobian so densities can be reported in
+  voxel space.
+- a network that maps noise to the preprocessed space. :meth:`ShowerSurrogate.generate` is the
+  deterministic sampler ``(noise, conditions) -> showers`` (what is exported to ONNX) and
+  :meth:`ShowerSurrogate.sample` draws the noise from ``key``.
+
+:func:`prepare_training_data` does the preprocessing once for a training set so each model's ``fit`` only
+builds its network and loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..data.bijection import ShowerBijection
+from ..data.preprocessing import Standardize
+from .conditioning import encode_conditions
+
+__all__ = ["ConditionEncoder", "ShowerPreprocessor", "ShowerSurrogate", "prepare_training_data"]
+
+
+class ConditionEncoder(eqx.Module):
+    """Validates and encodes conditions [E [GeV], theta...] for a surrogate trained with ``n_theta`` theta."""
+
+    theta_mean: jax.Array  # (n_theta,)
+    theta_std: jax.Array  # (n_theta,)
+
+    def __init__(self, theta_mean: Any = (), theta_std: Any = ()):
+        self.theta_mean = jnp.asarray(theta_mean, dtype=jnp.float32).reshape(-1)
+        self.theta_std = jnp.asarray(theta_std, dtype=jnp.float32).reshape(-1)
+        if self.theta_mean.shape != self.theta_std.shape:
+            raise ValueError(f"theta_mean {self.theta_mean.shape} and theta_std {self.theta_std.shape} differ")
+
+    @classmethod
+    def fit(cls, theta: Any | None) -> ConditionEncoder:
+        """Encoder for training theta (N, k) (None: energy only); a constant column gets std 1."""
+        if theta is None:
+            return cls()
+        t = np.asarray(theta, dtype=np.float64)
+        t = t[:, None] if t.ndim == 1 else t
+        sd = t.std(0)
+        return cls(t.mean(0), np.where(sd > 0, sd, 1.0))
+
+    @property
+    def n_theta(self) -> int:
+        return int(self.theta_mean.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Width of the encoding: 1 + n_theta."""
+        return 1 + self.n_theta
+
+    def check(self, conditions: Any) -> jax.Array:
+        """conditions (N,) or (N, k >= 1 + n_theta) -> float32 (N, k); a clear error otherwise."""
+        c = jnp.asarray(conditions, dtype=jnp.float32)
+        c = c[:, None] if c.ndim == 1 else c
+        if c.ndim != 2 or c.shape[1] < self.dim:
+            raise ValueError(
+                f"conditions must have shape (N,) or (N, k) with k >= {self.dim} columns "
+                f"(E [GeV] and {self.n_theta} theta), got {tuple(jnp.shape(conditions))}"
+            )
+        return c
+
+    def energies(self, conditions: Any) -> jax.Array:
+        """Incident energies (N,) [GeV] from the conditions."""
+        return self.check(conditions)[:, 0]
+
+    def __call__(self, conditions: Any) -> jax.Array:
+        """(N, 1 + n_theta) float32 encoding of the conditions."""
+        return encode_conditions(self.check(conditions), self.n_theta, self.theta_mean, self.theta_std)
+
+    def join(self, energies: Any, theta: Any | None = None) -> np.ndarray:
+        """Raw conditions array (N, 1 + n_theta) from energies (N,) [GeV] and theta (N, n_theta)."""
+        e = np.asarray(energies, dtype=np.float32).reshape(-1, 1)
+        if self.n_theta == 0:
+            return e
+        if theta is None:
+            raise ValueError(f"theta is required: this surrogate is conditioned on {self.n_theta} theta columns")
+        t = np.asarray(theta, dtype=np.float32).reshape(e.shape[0], -1)
+        if t.shape[1] != self.n_theta:
+            raise ValueError(f"theta must have shape (N, {self.n_theta}), got {t.shape}")
+        return np.concatenate([e, t], axis=1)
+
+
+class ShowerPreprocessor(eqx.Module):
+    """showers (N, V) [GeV, >= 0] <-> standardised bijection space (N, V)."""
+
+    bijection: ShowerBijection
+    standardize: Standardize
+
+    @property
+    def dim(self) -> int:
+        return self.bijection.n_voxels
+
+    @classmethod
+    def fit(cls, bijection: ShowerBijection, showers_gev: Any, energies_gev: Any) -> tuple[ShowerPreprocessor, Any]:
+        """Fit the standardisation on training showers; returns (preprocessor, standardised z (N, V))."""
+        z, _ = bijection.forward(showers_gev, energies_gev)
+        std = Standardize.fit(np.asarray(z))
+        return cls(bijection, std), std.forward(z)
+
+    @classmethod
+    def skeleton(cls, bijection_dict: dict) -> ShowerPreprocessor:
+        """Shape-correct placeholder for loading (arrays are overwritten by the saved leaves)."""
+        bij = ShowerBijection.from_dict(bijection_dict)
+        n = bij.n_voxels
+        return cls(bij, Standardize(np.zeros(n), np.ones(n)))
+
+    def forward(self, showers_gev: Any, energies_gev: Any) -> tuple[jax.Array, jax.Array]:
+        """(standardised z (N, V), log|dz/de| (N,)) for showers [GeV] at incident energies (N,) [GeV]."""
+        z, log_jac = self.bijection.forward(showers_gev, energies_gev)
+        return self.standardize.forward(z), log_jac + self.standardize.log_abs_det_jacobian()
+
+    def inverse(self, zs: jax.Array, energies_gev: Any) -> jax.Array:
+        """Standardised z (N, V) -> voxel energies (N, V) [GeV, >= 0]."""
+        return self.bijection.inverse(self.standardize.inverse(zs), energies_gev)
+
+
+class ShowerSurrogate(eqx.Module):
+    """Base of the voxel-shower surrogates: subclasses define ``latent_dim`` and ``decode``.
+
+    Subclasses hold the fields ``preprocessor: ShowerPreprocessor`` and ``encoder: ConditionEncoder``.
+    """
+
+    def latent_dim(self) -> int:
+        """Dimension of the standard-normal noise consumed by :meth:`generate` per shower."""
+        raise NotImplementedError
+
+    def decode(self, noise: jax.Array, cond: jax.Array) -> jax.Array:
+        """noise (N, latent_dim), encoded conditions (N, C) -> standardised preprocessed showers (N, V)."""
+        raise NotImplementedError
+
+    @property
+    def geometry(self):
+        return self.preprocessor.bijection.geometry
+
+    @property
+    def n_theta(self) -> int:
+        return self.encoder.n_theta
+
+    def generate(self, noise: Any, conditions: Any) -> jax.Array:
+        """Deterministic sampler: noise (N, latent_dim) ~ N(0, I) and conditions -> showers (N, V) [GeV, >= 0]."""
+        c = self.encoder.check(conditions)
+        noise = jnp.asarray(noise, dtype=jnp.float32)
+        if noise.ndim != 2 or noise.shape != (c.shape[0], self.latent_dim()):
+            raise ValueError(
+                f"noise must have shape (N, latent_dim) = ({c.shape[0]}, {self.latent_dim()}), got {noise.shape}"
+            )
+        return self.preprocessor.inverse(self.decode(noise, self.encoder(c)), c[:, 0])
+
+    def sample(self, key: jax.Array, conditions: Any) -> jax.Array:
+        """Voxel energies (N, V) [GeV, >= 0] for conditions (N,) or (N, k) (E [GeV], theta...)."""
+        c = self.encoder.check(conditions)
+        return self.generate(jax.random.normal(key, (c.shape[0], self.latent_dim())), c)
+
+    def log_prob(self, showers: Any, conditions: Any) -> jax.Array:
+        raise NotImplementedError(f"{type(self).__name__} has no tractable log_prob")
+
+
+def prepare_training_data(
+    bijection: ShowerBijection, showers_gev: Any, energies_gev: Any, theta: Any | None = None
+) -> tuple[ShowerPreprocessor, ConditionEncoder, dict[str, np.ndarray]]:
+    """Preprocess a training set: showers (N, V) [GeV, >= 0], energies (N,) [GeV], theta (N, k) or None.
+
+    Returns (preprocessor, encoder, data) with data = {"x": standardised z (N, V) float32, "cond": encoded
+    conditions (N, 1 + k) float32, "energy": incident energy (N,) [GeV] float32} for the trainer."""
+    energies = np.asarray(energies_gev, dtype=np.float32).reshape(-1)
+    showers = np.asarray(showers_gev, dtype=np.float32)
+    if showers.ndim != 2 or showers.shape[0] != energies.size or showers.shape[1] != bijection.n_voxels:
+        raise ValueError(
+            f"showers_gev must have shape (N, {bijection.n_voxels}) matching energies_gev (N={energies.size}), "
+            f"got {showers.shape}"
+        )
+    if not np.all(np.isfinite(energies)) or np.any(energies <= 0):
+        raise ValueError("energies_gev must be finite and > 0 [GeV]")
+    if theta is not None:
+        theta = np.asarray(theta, dtype=np.float32).reshape(energies.size, -1)
+    pre, zs = ShowerPreprocessor.fit(bijection, showers, energies)
+    enc = ConditionEncoder.fit(theta)
+    cond = enc(enc.join(energies, theta))
+    data = {"x": np.asarray(zs, dtype=np.float32), "cond": np.asarray(cond), "energy": energies}
+    return pre, enc, data
