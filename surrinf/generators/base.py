@@ -30,7 +30,7 @@ from ..data.bijection import ShowerBijection
 from ..data.preprocessing import Standardize
 from .conditioning import encode_conditions
 
-__all__ = ["ConditionEncoder", "ShowerPreprocessor", "ShowerSurrogate", "prepare_training_data"]
+__all__ = ["ConditionEncoder", "ShowerPreprocessor", "ShowerSurrogate", "prepare_training_data", "sample_batched"]
 
 
 class ConditionEncoder(eqx.Module):
@@ -194,3 +194,28 @@ def prepare_training_data(
     cond = enc(enc.join(energies, theta))
     data = {"x": np.asarray(zs, dtype=np.float32), "cond": np.asarray(cond), "energy": energies}
     return pre, enc, data
+
+
+@eqx.filter_jit
+def _sample_jit(model: ShowerSurrogate, key: jax.Array, conditions: jax.Array) -> jax.Array:
+    return model.sample(key, conditions)
+
+
+def sample_batched(model: ShowerSurrogate, key: jax.Array, conditions: Any, batch_size: int = 4096) -> np.ndarray:
+    """Compiled sampling in fixed-size batches: showers (N, V) [GeV] for conditions (N,) or (N, k).
+
+    Batch ``i`` uses ``fold_in(key, i)``; the last batch is padded to ``batch_size`` (one compiled shape), so
+    the result depends on ``batch_size`` but is reproducible for a given key and batch size."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    c = np.asarray(model.encoder.check(conditions))
+    n = c.shape[0]
+    bs = min(int(batch_size), max(n, 1))
+    out = []
+    for i, start in enumerate(range(0, n, bs)):
+        part = c[start : start + bs]
+        pad = bs - part.shape[0]
+        if pad:
+            part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
+        out.append(np.asarray(_sample_jit(model, jax.random.fold_in(key, i), jnp.asarray(part)))[: bs - pad])
+    return np.concatenate(out) if out else np.zeros((0, model.preprocessor.dim), np.float32)
