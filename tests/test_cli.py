@@ -134,3 +134,27 @@ def test_validate_bad_input(tmp_path, capsys):
     capsys.readouterr()
     assert main(["validate", str(ref), str(other), "--out", str(tmp_path / "r")]) == 2
     assert "6480" in capsys.readouterr().err
+
+
+def test_train_then_generate(tmp_path, capsys):
+    data, model = tmp_path / "ref.h5", tmp_path / "flow"
+    assert main(["simulate", "--n", "400", "--energy", "log-uniform:5,50", "--out", str(data), "--quiet"]) == 0
+    tiny = ["--max-steps", "10", "--batch-size", "64", "--model-config", '{"n_layers": 2, "hidden": [8]}']
+    assert main(["train", "--model", "flow", "--data", str(data), "--out", str(model), *tiny, "--quiet"]) == 0
+    assert sorted(p.name for p in model.iterdir()) == ["model.eqx", "model.json"]
+    assert (tmp_path / "flow-train" / "train_log.jsonl").exists()
+    capsys.readouterr()
+    out = tmp_path / "gen.h5"
+    assert main(["generate", str(model), "--n", "300", "--energy", "fixed:20", "--out", str(out), "--quiet"]) == 0
+    gen = read_showers(out, geometry=get_geometry("default"))
+    assert gen.n == 300 and np.all(gen.energies_gev() == 20.0) and np.all(gen.showers_mev >= 0)
+    assert gen.attrs["generator"] == "flow_surrogate" and gen.attrs["material"] == "W/Si"
+    # same seed -> same file content; existing output is not overwritten without --overwrite
+    again = tmp_path / "gen2.h5"
+    main(["generate", str(model), "--n", "300", "--energy", "fixed:20", "--out", str(again), "--quiet"])
+    assert np.array_equal(read_showers(again).showers_mev, gen.showers_mev)
+    assert main(["generate", str(model), "--n", "10", "--out", str(out), "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["train", "--model", "flow", "--data", str(data), "--out", str(model), "--quiet"]) == 2
+    bad = ["--out", str(tmp_path / "x"), "--model-config", "[1]"]
+    assert main(["train", "--model", "flow", "--data", str(data), *bad]) == 2
