@@ -5,9 +5,11 @@ For every model (flow, VAE, flow-matching diffusion, WGAN-GP): train with its de
 geometry, log-uniform 1-1000 GeV), generate as many showers as a held-out reference sample at the same
 incident energies and validate with :func:`surrinf.validation.validate` against the held-out reference
 zero-suppressed at 1e-7 E like the surrogates' output (classifier AUC on high- and low-level features,
-W1 of the key observables relative to the reference-vs-reference floor); measure the mean E_vis/E at 5, 50 and 500 GeV against the reference at the same energies, and the sampling rate.
-Writes ``generator_quality.md/.csv/.tex/.json`` and provenance to ``--out`` and the trained models to
-``--model-dir``.
+W1 of the key observables relative to the reference-vs-reference floor); measure the mean E_vis/E at 5,
+50 and 500 GeV against the reference at the same energies, and the sampling rate.
+Writes the trained models and a result file per family to ``--model-dir``, and the table of every family
+with a result there (so families can be trained in separate calls) as ``generator_quality.md/.csv/.tex/
+.json`` with provenance to ``--out``.
 
     python studies/generator_quality.py [--models flow,vae,diffusion,gan] [--n-train 100000] [--seed 0]
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from surrinf._atomic import atomic_write_text
 from surrinf.data import ShowerBijection
 from surrinf.generators import TrainConfig, save
 from surrinf.generators.base import sample_batched, zero_suppress
@@ -81,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_test = Showers(e_test.astype(np.float64), zero_suppress(x_test, e_test))
     bijection = ShowerBijection(geo)
 
-    rows, details = [], {}
-    for i, kind in enumerate(kinds):
+    model_dir = Path(args.model_dir)
+    for kind in kinds:
         ov = overrides.get(kind, {})
         tc = DEFAULT_TRAIN_CONFIGS[kind].to_dict() | ov.get("train", {})
         if args.steps is not None:
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         t_train = time.perf_counter()
         model, result = fit_surrogate(
             kind,
-            jax.random.fold_in(root, 100 + i),
+            jax.random.fold_in(root, 100 + SURROGATE_KINDS.index(kind)),
             x_train,
             e_train,
             bijection,
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         train_s = time.perf_counter() - t_train
         save(model, Path(args.model_dir) / kind, model.config(), metadata={"study": "generator_quality"})
-        k_gen = jax.random.fold_in(root, 200 + i)
+        k_gen = jax.random.fold_in(root, 200 + SURROGATE_KINDS.index(kind))
         sample_batched(model, k_gen, e_test[:4096])  # compile
         t_gen = time.perf_counter()
         gen = sample_batched(model, k_gen, e_test)
@@ -115,20 +118,18 @@ def main(argv: list[str] | None = None) -> int:
             biases.append(_ratio_bias(sample_batched(model, jax.random.fold_in(k_gen, 1000 + j), fixed), r, e))
         obs = [rep.observable(name) for name in KEY_OBSERVABLES]
         within = sum(c.w1_within_floor for c in rep.one_d)
-        rows.append(
-            [
-                kind,
-                Measurement(rep.classifier_high.auc, rep.classifier_high.auc_std),
-                Measurement(rep.classifier_low.auc, rep.classifier_low.auc_std),
-                *(Measurement(c.w1_over_floor, c.w1_err / c.w1_floor) for c in obs),
-                f"{within} / {len(rep.one_d)}",
-                *(Measurement(100 * b.value, 100 * b.error) for b in biases),
-                round(rate),
-                round(train_s),
-                result.steps_run,
-            ]
-        )
-        details[kind] = {
+        row = [
+            kind,
+            Measurement(rep.classifier_high.auc, rep.classifier_high.auc_std),
+            Measurement(rep.classifier_low.auc, rep.classifier_low.auc_std),
+            *(Measurement(c.w1_over_floor, c.w1_err / c.w1_floor) for c in obs),
+            f"{within} / {len(rep.one_d)}",
+            *(Measurement(100 * b.value, 100 * b.error) for b in biases),
+            round(rate),
+            round(train_s),
+            result.steps_run,
+        ]
+        detail = {
             "train_config": train_cfg.to_dict(),
             "model_config": model.config(),
             "train_seconds": train_s,
@@ -139,7 +140,19 @@ def main(argv: list[str] | None = None) -> int:
             "auc_low": rep.classifier_low.auc,
             "e_ratio_bias": {str(e): [b.value, b.error] for e, b in zip(FIXED_ENERGIES_GEV, biases, strict=True)},
         }
-        print(kind, rows[-1], file=sys.stderr, flush=True)
+        detail["command"] = " ".join(sys.argv)
+        cells = [[c.value, c.error] if isinstance(c, Measurement) else c for c in row]
+        atomic_write_text(model_dir / f"{kind}-result.json", json.dumps({"row": cells, "details": detail}, indent=1))
+        print(kind, row, file=sys.stderr, flush=True)
+
+    # the table holds every family with a finished result in --model-dir (trained now or by an earlier call)
+    rows, details = [], {}
+    for kind in SURROGATE_KINDS:
+        path = model_dir / f"{kind}-result.json"
+        if path.exists():
+            doc = json.loads(path.read_text())
+            rows.append([Measurement(*c) if isinstance(c, list) else c for c in doc["row"]])
+            details[kind] = doc["details"]
 
     table = Table(
         f"Generator quality: {args.n_train} default-geometry training showers (log-uniform 1-1000 GeV), "
