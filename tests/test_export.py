@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra (pip install '
 
 from surrinf.data import ShowerBijection
 from surrinf.data.geometry import Geometry
-from surrinf.generators import ConditionEncoder, ShowerPreprocessor
+from surrinf.generators import ConditionEncoder, GANSurrogate, ShowerPreprocessor, VAESurrogate
 from surrinf.generators.export import export_onnx, onnx_agreement
 from surrinf.generators.flow import build_flow
 from surrinf.generators.surrogate import FlowSurrogate
@@ -40,7 +40,19 @@ def _flow_surrogate():
     return FlowSurrogate(_perturbed(flow, jax.random.key(1)), pre, ConditionEncoder([1.0], [0.1]))
 
 
-BUILDERS = {"flow": _flow_surrogate}
+def _vae_surrogate():
+    pre = ShowerPreprocessor.skeleton(ShowerBijection(GEO).to_dict())
+    vae = VAESurrogate(jax.random.key(0), pre, ConditionEncoder([1.0], [0.1]), latent=4, hidden=[16, 16])
+    return _perturbed(vae, jax.random.key(1), scale=0.05)
+
+
+def _gan_surrogate():
+    pre = ShowerPreprocessor.skeleton(ShowerBijection(GEO).to_dict())
+    cfg = {"latent": 4, "hidden_generator": [16, 16], "hidden_critic": [16]}
+    return GANSurrogate(jax.random.key(0), pre, ConditionEncoder([1.0], [0.1]), cfg)
+
+
+BUILDERS = {"flow": _flow_surrogate, "vae": _vae_surrogate, "gan": _gan_surrogate}
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
