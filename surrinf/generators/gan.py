@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -52,11 +51,10 @@ import optax
 from surrinf._atomic import atomic_write_text
 
 from ..data.bijection import ShowerBijection
-from . import trainer as _trainer
 from .base import ConditionEncoder, ShowerPreprocessor, ShowerSurrogate, prepare_training_data
 from .flow import FiLMMLP
 from .physics import EnergyConsistency
-from .serialization import load_checkpoint, register_model
+from .serialization import register_model
 from .trainer import TrainConfig, TrainResult, train
 
 __all__ = [
@@ -434,8 +432,7 @@ class GANSurrogate(ShowerSurrogate):
         ``resume=True`` continues the run in ``out_dir`` (the GAN hyperparameters must equal those recorded in
         ``out_dir/gan_config.json``). Returns the model with the *final* parameters and the TrainResult with
         ``model`` replaced by it (``best_step`` / ``best_val_loss`` are the trainer's, informative only).
-        Without ``out_dir`` the run uses a temporary directory (the final parameters are read back from its
-        last checkpoint)."""
+        """
         cfg = train_config if train_config is not None else DEFAULT_GAN_TRAIN_CONFIG
         used = {"schedule": "constant", "warmup_steps": 0, "grad_clip": None, "weight_decay": 0.0}
         ignored = [name for name, value in used.items() if (getattr(cfg, name) or None) != (value or None)]
@@ -467,14 +464,21 @@ class GANSurrogate(ShowerSurrogate):
         pre, enc, data = prepare_training_data(bijection, showers_gev, energies_gev, theta, key=k_data)
         model = cls(k_init, pre, enc, overrides, energy_consistency)
         opt = gan_optimizer(model.gan_config())
-        with tempfile.TemporaryDirectory(prefix="surrinf-gan-") as tmp:
-            run_dir = Path(out_dir) if out_dir is not None else Path(tmp)
-            _record_or_check(run_dir, model, resume)
-            result = train(
-                model, gan_loss, data, k_train, cfg, out_dir=run_dir, resume=resume, progress=progress, optimizer=opt
-            )
-            final = _final_model(run_dir, model, opt, k_train, result.steps_run)
-        return final, dataclasses.replace(result, model=final)
+        if out_dir is not None:
+            _record_or_check(Path(out_dir), model, resume)
+        result = train(
+            model,
+            gan_loss,
+            data,
+            k_train,
+            cfg,
+            out_dir=out_dir,
+            resume=resume,
+            progress=progress,
+            optimizer=opt,
+            keep="last",
+        )
+        return result.model, result
 
 
 def _record_or_check(run_dir: Path, model: GANSurrogate, resume: bool) -> None:
@@ -494,15 +498,3 @@ def _record_or_check(run_dir: Path, model: GANSurrogate, resume: bool) -> None:
         raise ValueError(
             f"cannot resume {run_dir} deterministically, the GAN hyperparameters differ: {'; '.join(diff)}"
         )
-
-
-def _final_model(
-    run_dir: Path, model: GANSurrogate, opt: optax.GradientTransformation, key: jax.Array, steps: int
-) -> GANSurrogate:
-    """The last parameters of the run in ``run_dir`` (the trainer writes a checkpoint at the end of every run)."""
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    like = _trainer._checkpoint_like(params, opt.init(params), key)
-    tree, step, _ = load_checkpoint(run_dir / _trainer.CHECKPOINT_DIR, like)
-    if step != steps:
-        raise RuntimeError(f"the checkpoint in {run_dir} is at step {step}, the run ended at step {steps}")
-    return eqx.combine(tree["params"], static)

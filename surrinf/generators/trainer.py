@@ -330,6 +330,7 @@ def train(
     progress: bool = True,
     optimizer: optax.GradientTransformation | None = None,
     devices: Sequence[jax.Device] | None = None,
+    keep: str = "best",
 ) -> TrainResult:
     """Train the inexact-array leaves of ``model`` (an Equinox module) to minimise ``loss_fn`` on ``data``.
 
@@ -339,8 +340,13 @@ def train(
     ``optimizer`` replaces the optax chain built from ``config`` (then no lr is logged). ``devices``: data
     parallel over these devices (default: all of ``jax.devices()``); the batch axis is sharded over a 1-D
     mesh and the parameters are replicated, so ``batch_size`` must be divisible by the device count.
+    ``keep``: "best" returns the parameters with the best validation loss (the final ones without a
+    validation split); "last" returns the final parameters (for adversarial training, where the validation
+    loss does not rank models).
     Raises ValueError for bad data or config, FileNotFoundError when resuming without a checkpoint.
     """
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     arrays = _check_data(data)
@@ -583,6 +589,8 @@ def train(
         }
     )
     emit(end)
+    if keep == "last":
+        best_params = params
     if n_dev > 1:
         best_params = jax.device_put(best_params, devs[0])
     best_model = eqx.combine(best_params, static)
