@@ -27,7 +27,6 @@ from surrinf.generators.gan import (
 from surrinf.generators.physics import EnergyConsistency
 from surrinf.generators.serialization import load_checkpoint
 from surrinf.generators.trainer import TrainConfig, train
-from surrinf.sim import calorimeter
 
 SMALL = {"latent": 4, "hidden_generator": [32, 32], "hidden_critic": [32, 32]}
 
@@ -246,12 +245,9 @@ def test_training_moves_a_toy_conditional_gan_toward_the_target():
 
 
 @pytest.fixture(scope="module")
-def showers():
-    """A 12-voxel geometry (4 layers x 3 radial bins) and 3000 simulated W/Si showers of 5-50 GeV."""
-    r = np.array([0.0, 5.0, 15.0, np.inf])
-    geo = Geometry("tiny", np.array([0.0, 12.0, 24.0, 36.0, 60.0]), (r,) * 4, (1,) * 4)
-    energies = np.exp(np.random.default_rng(0).uniform(np.log(5.0), np.log(50.0), 3000)).astype(np.float32)
-    return geo, np.asarray(calorimeter(geo, "W/Si").simulate(jax.random.key(0), energies).showers), energies
+def showers(tiny_showers):
+    """The 12-voxel geometry and 3000 simulated W/Si showers of 5-50 GeV (conftest)."""
+    return tiny_showers
 
 
 def test_shower_gan_fits_samples_saves_and_has_no_log_prob(showers, tmp_path):

@@ -6,21 +6,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from surrinf.data import ShowerBijection
-from surrinf.data.geometry import Geometry
 from surrinf.generators import FlowSurrogate, TrainConfig, load, save
 from surrinf.response import ResponseModel
 from surrinf.sim import calorimeter
 
 
-def test_flow_surrogate_trains_samples_saves_and_reloads(tmp_path):
-    # a small unbounded-radius geometry (4 layers x 3 radial bins) keeps the test fast
-    r = np.array([0.0, 5.0, 15.0, np.inf])
-    geo = Geometry("tiny", np.array([0.0, 12.0, 24.0, 36.0, 60.0]), (r,) * 4, (1,) * 4)
+def test_flow_surrogate_trains_samples_saves_and_reloads(tmp_path, tiny_showers):
+    # a small unbounded-radius geometry (4 layers x 3 radial bins, conftest) keeps the test fast
+    geo, showers, energies = tiny_showers
     cal = calorimeter(geo, "W/Si")
-    energies = np.exp(np.random.default_rng(0).uniform(np.log(5.0), np.log(50.0), 3000)).astype(np.float32)
-    showers = cal.simulate(jax.random.key(0), energies).showers
     cfg = TrainConfig(batch_size=256, max_steps=300, learning_rate=2e-3, eval_every=100, log_every=100)
     sur, res = FlowSurrogate.fit(
         jax.random.key(1),
@@ -50,3 +47,32 @@ def test_flow_surrogate_trains_samples_saves_and_reloads(tmp_path):
     # the visible energy of generated showers is in the right range (a few per cent of 20 GeV)
     ratio = np.median(gen.sum(1) / 20.0)
     assert 0.5 * cal.material.sampling_fraction < ratio < 2.0 * cal.material.sampling_fraction, ratio
+
+
+def test_flow_surrogate_conditioned_on_theta(tiny_showers):
+    # theta-conditioned path: conditions (N, 1 + k); the encoder standardises theta with the training moments
+    geo, showers, energies = tiny_showers
+    theta = np.random.default_rng(1).normal([1.0, 0.2], [0.02, 0.05], (energies.size, 2)).astype(np.float32)
+    cfg = TrainConfig(batch_size=256, max_steps=20, learning_rate=2e-3, eval_every=20, log_every=10)
+    sur, _ = FlowSurrogate.fit(
+        jax.random.key(1),
+        showers,
+        energies,
+        ShowerBijection(geo),
+        theta=theta,
+        flow_config={"n_layers": 2, "hidden": [16]},
+        train_config=cfg,
+    )
+    assert sur.n_theta == 2
+    np.testing.assert_allclose(np.asarray(sur.encoder.theta_mean), theta.mean(0), rtol=1e-5)
+    cond = np.concatenate([energies[:32, None], theta[:32]], axis=1)
+    gen = np.asarray(sur.sample(jax.random.key(2), cond))
+    assert gen.shape == (32, geo.n_voxels) and np.all(gen >= 0) and np.all(np.isfinite(gen))
+    assert np.all(np.isfinite(np.asarray(sur.log_prob(showers[:32], cond))))
+    # theta changes the density (FiLM sees it); energy-only conditions are rejected with a clear message
+    shifted = cond + np.array([0.0, 0.1, 0.2], np.float32)
+    assert not np.allclose(
+        np.asarray(sur.log_prob(showers[:32], shifted)), np.asarray(sur.log_prob(showers[:32], cond))
+    )
+    with pytest.raises(ValueError, match="theta"):
+        sur.sample(jax.random.key(2), energies[:32])

@@ -330,9 +330,89 @@ _TYPE_NAMES: dict[type, str] = {v: k for k, v in _TYPES.items()}
 _CONFIG_KEYS = ("type", "dim", "cond_dim", "n_layers", "hidden", "n_bins", "bound")
 
 
-def build_flow(config: dict[str, Any], key: jax.Array) -> CouplingFlow | AutoregressiveFlow:
+class TwoStageFlow(eqx.Module):
+    """p(x | c) = p1(x[:n_first] | c) p2(x[n_first:] | c, x[:n_first]) with two coupling flows (CaloFlow's
+    "flow I / flow II" split, Krause and Shih 2021): on showers the first block is the layer energies
+    ln(E_l / E), so the energy response gets a flow of its own and the shape flow sees the exact layer
+    energies. Same batch API as the other flows (``log_prob``, ``sample``, per-row ``forward``/``inverse``)."""
+
+    first: CouplingFlow
+    second: CouplingFlow
+    n_first: int = eqx.field(static=True)
+
+    def __init__(self, key: jax.Array, dim: int, cond_dim: int, n_first: int, first: dict, second: dict):
+        if not (1 <= int(n_first) < int(dim)):
+            raise ValueError(f"n_first must be in [1, dim={dim}), got {n_first}")
+        k1, k2 = jax.random.split(key)
+        self.n_first = int(n_first)
+        self.first = CouplingFlow(k1, self.n_first, cond_dim, **_hyper(first))
+        self.second = CouplingFlow(k2, int(dim) - self.n_first, int(cond_dim) + self.n_first, **_hyper(second))
+
+    @property
+    def dim(self) -> int:
+        return self.first.dim + self.second.dim
+
+    @property
+    def cond_dim(self) -> int:
+        return self.first.cond_dim
+
+    def forward(self, x: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x1, x2 = x[: self.n_first], x[self.n_first :]
+        z1, ld1 = self.first.forward(x1, c)
+        z2, ld2 = self.second.forward(x2, jnp.concatenate([c, x1]))
+        return jnp.concatenate([z1, z2]), ld1 + ld2
+
+    def inverse(self, z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x1, ld1 = self.first.inverse(z[: self.n_first], c)
+        x2, ld2 = self.second.inverse(z[self.n_first :], jnp.concatenate([c, x1]))
+        return jnp.concatenate([x1, x2]), ld1 + ld2
+
+    def log_prob(self, x: jax.Array, c: jax.Array) -> jax.Array:
+        """x (N, D), c (N, C) -> (N,) exact log density."""
+        x = jnp.asarray(x, dtype=jnp.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (N, D={self.dim}), got {x.shape}")
+        c = _as_cond(c, x.shape[0], self.cond_dim)
+        x1 = x[:, : self.n_first]
+        return self.first.log_prob(x1, c) + self.second.log_prob(x[:, self.n_first :], jnp.concatenate([c, x1], 1))
+
+    def sample(self, key: jax.Array, c: jax.Array) -> jax.Array:
+        """key, c (N, C) -> samples (N, D)."""
+        c = _as_cond(c, None, self.cond_dim)
+        z = jax.random.normal(key, (c.shape[0], self.dim), dtype=jnp.float32)
+        return jax.vmap(self.inverse)(z, c)[0]
+
+    def config(self) -> dict[str, Any]:
+        strip = ("type", "dim", "cond_dim")
+        return {
+            "type": "two_stage",
+            "dim": self.dim,
+            "cond_dim": self.cond_dim,
+            "n_first": self.n_first,
+            "first": {k: v for k, v in self.first.config().items() if k not in strip},
+            "second": {k: v for k, v in self.second.config().items() if k not in strip},
+        }
+
+
+def _hyper(d: dict) -> dict[str, Any]:
+    """Coupling-flow hyperparameters of a two-stage block (n_layers, hidden, n_bins, bound)."""
+    unknown = set(d) - set(_CONFIG_KEYS[3:])
+    if unknown:
+        raise ValueError(f"unknown two-stage block keys {sorted(unknown)}; allowed: {_CONFIG_KEYS[3:]}")
+    return {k: tuple(v) if k == "hidden" else v for k, v in d.items()}
+
+
+def build_flow(config: dict[str, Any], key: jax.Array) -> CouplingFlow | AutoregressiveFlow | TwoStageFlow:
     """Build a flow from a JSON-safe dict {type: "coupling" | "autoregressive", dim, cond_dim, and optionally
-    n_layers, hidden, n_bins, bound}; ``build_flow(m.config(), key)`` has the architecture (treedef) of m."""
+    n_layers, hidden, n_bins, bound} or {type: "two_stage", dim, cond_dim, n_first, first: {...},
+    second: {...}}; ``build_flow(m.config(), key)`` has the architecture (treedef) of m."""
+    if config.get("type") == "two_stage":
+        unknown = set(config) - {"type", "dim", "cond_dim", "n_first", "first", "second"}
+        if unknown:
+            raise ValueError(f"unknown two-stage flow config keys {sorted(unknown)}")
+        return TwoStageFlow(
+            key, config["dim"], config["cond_dim"], config["n_first"], config.get("first", {}), config.get("second", {})
+        )
     unknown = set(config) - set(_CONFIG_KEYS)
     if unknown:
         raise ValueError(f"unknown flow config keys {sorted(unknown)}; allowed: {_CONFIG_KEYS}")

@@ -16,19 +16,24 @@ import numpy as np
 
 from ..data.bijection import ShowerBijection
 from .base import ConditionEncoder, ShowerPreprocessor, ShowerSurrogate, prepare_training_data
-from .flow import AutoregressiveFlow, CouplingFlow, build_flow, flow_loss
+from .flow import AutoregressiveFlow, CouplingFlow, TwoStageFlow, build_flow, flow_loss
 from .serialization import register_model
 from .trainer import TrainConfig, TrainResult, train
 
-#: Default hyperparameters of the coupling flow (overridden by ``flow_config``).
-DEFAULT_FLOW_CONFIG: dict[str, Any] = {"type": "coupling", "n_layers": 6, "hidden": [128, 128], "n_bins": 8}
+#: Default architecture (overridden by ``flow_config``): a two-stage flow, layer energies ln(E_l/E) first
+#: (the first ``n_layers`` preprocessed coordinates), then the within-layer shape given them.
+DEFAULT_FLOW_CONFIG: dict[str, Any] = {
+    "type": "two_stage",
+    "first": {"n_layers": 6, "hidden": [128, 128], "n_bins": 8},
+    "second": {"n_layers": 6, "hidden": [128, 128], "n_bins": 8},
+}
 
 
 @register_model("flow_surrogate")
 class FlowSurrogate(ShowerSurrogate):
     """A trained conditional flow on preprocessed showers, implementing ``sample`` and exact ``log_prob``."""
 
-    flow: CouplingFlow | AutoregressiveFlow
+    flow: CouplingFlow | AutoregressiveFlow | TwoStageFlow
     preprocessor: ShowerPreprocessor
     encoder: ConditionEncoder
 
@@ -76,10 +81,20 @@ class FlowSurrogate(ShowerSurrogate):
         progress: bool = False,
     ) -> tuple[FlowSurrogate, TrainResult]:
         """Preprocess showers (N, V) [GeV, >= 0] with incident energies (N,) [GeV] (and theta (N, k)),
-        train a coupling flow (``flow_config`` overrides :data:`DEFAULT_FLOW_CONFIG`) and wrap it."""
-        k_init, k_train = jax.random.split(key)
-        pre, enc, data = prepare_training_data(bijection, showers_gev, energies_gev, theta)
-        cfg = {**DEFAULT_FLOW_CONFIG, "dim": pre.dim, "cond_dim": enc.dim, **(flow_config or {})}
+        train a flow (``flow_config`` overrides :data:`DEFAULT_FLOW_CONFIG`; top-level ``n_layers``, ``hidden``,
+        ``n_bins``, ``bound`` apply to both blocks of the two-stage flow; ``{"type": "coupling", ...}`` gives a
+        single coupling flow) and wrap it."""
+        k_init, k_train, k_data = jax.random.split(key, 3)
+        pre, enc, data = prepare_training_data(bijection, showers_gev, energies_gev, theta, key=k_data)
+        user = dict(flow_config or {})
+        base = DEFAULT_FLOW_CONFIG if user.get("type", DEFAULT_FLOW_CONFIG["type"]) == "two_stage" else {}
+        cfg = {**base, "dim": pre.dim, "cond_dim": enc.dim, **user}
+        if cfg.get("type") == "two_stage":
+            # top-level n_layers / hidden / n_bins / bound apply to both blocks
+            shared = {k: cfg.pop(k) for k in ("n_layers", "hidden", "n_bins", "bound") if k in cfg}
+            cfg["first"] = {**cfg.get("first", {}), **shared}
+            cfg["second"] = {**cfg.get("second", {}), **shared}
+            cfg.setdefault("n_first", bijection.n_layers)
         flow = build_flow(cfg, k_init)
         data = {"x": data["x"], "cond": data["cond"]}
         result = train(
