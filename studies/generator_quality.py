@@ -4,7 +4,7 @@ For every model (flow, VAE, flow-matching diffusion, WGAN-GP): train with its de
 (:data:`surrinf.generators.models.DEFAULT_TRAIN_CONFIGS`) on ``--n-train`` reference showers (default
 geometry, log-uniform 1-1000 GeV), generate as many showers as a held-out reference sample at the same
 incident energies and validate with :func:`surrinf.validation.validate` against the held-out reference
-zero-suppressed at 1e-7 E like the surrogates' output (classifier AUC on high- and low-level features,
+zero-suppressed at 1e-6 E like the surrogates' output (classifier AUC on high- and low-level features,
 W1 of the key observables relative to the reference-vs-reference floor); measure the mean E_vis/E at 5,
 50 and 500 GeV against the reference at the same energies, and the sampling rate.
 Writes the trained models and a result file per family to ``--model-dir``, and the table of every family
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     x_train, x_test = reference(11, e_train), reference(12, e_test)
     fixed_ref = {e: reference(20 + i, np.full(args.n_fixed, e, np.float32)) for i, e in enumerate(FIXED_ENERGIES_GEV)}
     print(f"reference simulated in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    # the surrogates model showers above the zero-suppression threshold 1e-7 E: compare like with like
+    # the surrogates model showers above the zero-suppression threshold 1e-6 E: compare like with like
     ref_test = Showers(e_test.astype(np.float64), zero_suppress(x_test, e_test))
     bijection = ShowerBijection(geo)
 
