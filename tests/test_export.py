@@ -35,7 +35,7 @@ def _perturbed(model, key, scale=0.1):
 
 def _flow_surrogate():
     pre = ShowerPreprocessor.skeleton(ShowerBijection(GEO).to_dict())
-    cfg = {"type": "coupling", "dim": 12, "cond_dim": 2, "n_layers": 3, "hidden": [16, 16]}
+    cfg = {"type": "coupling", "dim": 12, "cond_dim": 2, "n_layers": 2, "hidden": [16, 16]}
     flow = build_flow(cfg, jax.random.key(0))
     return FlowSurrogate(_perturbed(flow, jax.random.key(1)), pre, ConditionEncoder([1.0], [0.1]))
 

@@ -147,7 +147,7 @@ class ShowerPreprocessor(eqx.Module):
     @classmethod
     def fit(cls, bijection: ShowerBijection, showers_gev: Any, energies_gev: Any) -> tuple[ShowerPreprocessor, Any]:
         """Fit the standardisation on training showers; returns (preprocessor, standardised z (N, V))."""
-        z, _ = bijection.forward(showers_gev, energies_gev)
+        z, _ = _bijection_forward_jit(bijection, jnp.asarray(showers_gev), jnp.asarray(energies_gev))
         std = Standardize.fit(np.asarray(z))
         zs = std.forward(z)
         lo, hi = jnp.min(zs, axis=0) - SUPPORT_MARGIN, jnp.max(zs, axis=0) + SUPPORT_MARGIN
@@ -204,7 +204,7 @@ class ShowerSurrogate(eqx.Module):
             raise ValueError(
                 f"noise must have shape (N, latent_dim) = ({c.shape[0]}, {self.latent_dim()}), got {noise.shape}"
             )
-        return self.preprocessor.inverse(self.decode(noise, self.encoder(c)), c[:, 0])
+        return _generate_jit(self, noise, c)
 
     def sample(self, key: jax.Array, conditions: Any) -> jax.Array:
         """Voxel energies (N, V) [GeV, >= 0] for conditions (N,) or (N, k) (E [GeV], theta...)."""
@@ -243,6 +243,8 @@ def prepare_training_data(
         )
     if not np.all(np.isfinite(energies)) or np.any(energies <= 0):
         raise ValueError("energies_gev must be finite and > 0 [GeV]")
+    if not np.all(np.isfinite(showers)) or np.any(showers < 0):
+        raise ValueError("showers_gev must be finite and >= 0 [GeV] (set negative noise voxels to 0 before training)")
     if theta is not None:
         theta = np.asarray(theta, dtype=np.float32).reshape(energies.size, -1)
     delta = bijection.relative_delta
@@ -255,6 +257,17 @@ def prepare_training_data(
     cond = enc(enc.join(energies, theta))
     data = {"x": np.asarray(zs, dtype=np.float32), "cond": np.asarray(cond), "energy": energies}
     return pre, enc, data
+
+
+@eqx.filter_jit
+def _bijection_forward_jit(bijection: ShowerBijection, showers: jax.Array, energies: jax.Array):
+    return bijection.forward(showers, energies)
+
+
+@eqx.filter_jit
+def _generate_jit(model: ShowerSurrogate, noise: jax.Array, conditions: jax.Array) -> jax.Array:
+    """Compiled body of :meth:`ShowerSurrogate.generate` (inputs already checked)."""
+    return model.preprocessor.inverse(model.decode(noise, model.encoder(conditions)), conditions[:, 0])
 
 
 @eqx.filter_jit

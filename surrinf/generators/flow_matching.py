@@ -431,6 +431,8 @@ class FlowMatchingSurrogate(ShowerSurrogate):
         n_steps = self.n_steps if n_steps is None else n_steps
         if sampler == "ode":
             noise = jax.random.normal(key, (c.shape[0], self.latent_dim()), dtype=jnp.float32)
+            if n_steps == self.n_steps and solver in (None, self.solver):
+                return self.generate(noise, c)  # the compiled deterministic sampler (same bits as generate)
             z = integrate_ode(self.velocity, noise, self.encoder(c), n_steps=n_steps, solver=solver or self.solver)
         else:
             if solver is not None:

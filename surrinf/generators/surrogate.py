@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..data.bijection import ShowerBijection
@@ -46,8 +48,12 @@ class FlowSurrogate(ShowerSurrogate):
     def log_prob(self, showers: Any, conditions: Any) -> jax.Array:
         """Exact log density (N,) of voxel showers [GeV, >= 0] given the conditions (units: ln GeV^-V)."""
         c = self.encoder.check(conditions)
-        zs, log_jac = self.preprocessor.forward(showers, c[:, 0])
-        return self.flow.log_prob(zs, self.encoder(c)) + log_jac
+        s = jnp.asarray(showers, dtype=jnp.float32)
+        if s.ndim != 2 or s.shape != (c.shape[0], self.preprocessor.dim):
+            raise ValueError(f"showers must have shape (N={c.shape[0]}, V={self.preprocessor.dim}), got {s.shape}")
+        if not isinstance(s, jax.core.Tracer) and bool(jnp.any(s < 0)):
+            raise ValueError("showers must be non-negative voxel energies [GeV]")
+        return _log_prob_jit(self, s, c)
 
     def config(self) -> dict:
         return {
@@ -101,3 +107,9 @@ class FlowSurrogate(ShowerSurrogate):
             flow, flow_loss, data, k_train, train_config or TrainConfig(), out_dir=out_dir, progress=progress
         )
         return cls(result.model, pre, enc), result
+
+
+@eqx.filter_jit
+def _log_prob_jit(model: FlowSurrogate, showers: jax.Array, conditions: jax.Array) -> jax.Array:
+    zs, log_jac = model.preprocessor.forward(showers, conditions[:, 0])
+    return model.flow.log_prob(zs, model.encoder(conditions)) + log_jac
