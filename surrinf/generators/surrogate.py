@@ -27,7 +27,7 @@ from .trainer import TrainConfig, TrainResult, train
 DEFAULT_FLOW_CONFIG: dict[str, Any] = {
     "type": "two_stage",
     "first": {"n_layers": 6, "hidden": [128, 128], "n_bins": 8},
-    "second": {"n_layers": 6, "hidden": [128, 128], "n_bins": 8},
+    "second": {"n_layers": 6, "hidden": [256, 256], "n_bins": 8},
 }
 
 
