@@ -39,7 +39,7 @@ SURROGATE_KINDS: tuple[str, ...] = tuple(_FAMILIES)
 
 #: Training budget per family for ~100k default-geometry showers within ~15 CPU-minutes on 2 cores.
 DEFAULT_TRAIN_CONFIGS: dict[str, TrainConfig] = {
-    "flow": TrainConfig(batch_size=256, max_steps=4000, learning_rate=1e-3, warmup_steps=200, eval_every=1000),
+    "flow": TrainConfig(batch_size=256, max_steps=6000, learning_rate=1e-3, warmup_steps=200, eval_every=1000),
     "vae": TrainConfig(batch_size=256, max_steps=30000, learning_rate=1e-3, warmup_steps=200, eval_every=2000),
     "diffusion": TrainConfig(batch_size=256, max_steps=30000, learning_rate=1e-3, warmup_steps=200, eval_every=2000),
     "gan": TrainConfig(
