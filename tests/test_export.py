@@ -65,7 +65,8 @@ def test_onnx_sampler_reproduces_jax(name, tmp_path):
     rng = np.random.default_rng(0)
     cond = np.stack([np.exp(rng.uniform(0.0, np.log(1000.0), n)), rng.normal(1.0, 0.1, n)], axis=1)
     # float32 rounding differs between XLA and ONNX Runtime (operation order); 1e-5 of the shower's largest
-    # voxel is ~100 float32 ulps, well above the ~1e-6 typically seen and far below any physical effect.
+    # voxel is ~100 float32 ulps, above the 5.7e-6 measured on a more strongly randomised flow and far below any
+    # physical effect.
     assert onnx_agreement(model, path, noise, cond.astype(np.float32)) < 1e-5
     import onnx
 

@@ -14,7 +14,7 @@ an ODE with an adaptive loop may not convert; the flow, the VAE decoder and the 
 
 Float32 agreement: ONNX Runtime and XLA order floating-point operations differently, so outputs differ at
 the level of float32 rounding amplified by the exponentials of the preprocessing; :func:`onnx_agreement`
-measures the largest deviation relative to each shower's largest voxel (typically 1e-6).
+measures the largest deviation relative to each shower's largest voxel (the tests require < 1e-5).
 """
 
 from __future__ import annotations
