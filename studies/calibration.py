@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3000, help="flow training steps")
     p.add_argument("--undertrained", type=int, default=250, help="training steps of the under-trained flow")
     p.add_argument("--bias", type=float, default=0.003, help="response-scale error of the imperfect surrogate")
-    p.add_argument("--draws", type=int, default=400, help="importance draws per coverage posterior")
+    p.add_argument("--draws", type=int, default=250, help="importance draws per coverage posterior")
     p.add_argument("--work", default="runs/calibration", help="cache of the trained flow")
     p.add_argument("--out", default="docs/results")
     args = p.parse_args(argv)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             e_cov,
             n_experiments=args.m_cal,
             n_draws=args.draws,
-            tau_grid=np.geomspace(0.1, 1.0, 6),
+            tau_grid=np.geomspace(0.1, 1.0, 5),
         )
         rules["coverage"] = cov_rule.tau
         study = run_coverage(
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     mm = measure_mismatch(flow, reference, prior, jax.random.fold_in(root, 8), prior.sample(root, 6), beam(10_000))
     tau_post = curvature_tau(mm, args.n_post).tau
     tp = time.perf_counter()
-    post = run_numpyro_nuts(problem, jax.random.fold_in(root, 9), tau_post, num_warmup=500, num_samples=1000)
+    post = run_numpyro_nuts(problem, jax.random.fold_in(root, 9), tau_post, num_warmup=500, num_samples=500)
     t_nuts = time.perf_counter() - tp
     diag = diagnose(post)
     print(diag)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     post_table = diag.table
     post_table.title = (
         f"Posterior of theta from {args.n_post} showers at theta* = {theta_star.tolist()} "
-        f"(flow surrogate, curvature tau = {tau_post:.3f}, NumPyro NUTS 4 x 1000, {t_nuts:.0f} s)"
+        f"(flow surrogate, curvature tau = {tau_post:.3f}, NumPyro NUTS 4 x (500 + 500), {t_nuts:.0f} s)"
     )
     post_table.save(out, "calibration_posterior")
     for i, fig in enumerate(figures.values()):
