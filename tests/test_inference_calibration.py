@@ -66,7 +66,9 @@ def test_shower_summary_tracks_theta():
     cal = calorimeter("default")
     ref = ReferenceSummaries(cal)
     e = np.full(512, 50.0)
-    quiet = ref.simulate(jax.random.key(0), e, np.array([1.05, 0.17, 0.0]))
+    with jax.enable_x64(True):  # called from a float64 region, the simulator still runs (and compiles) in float32
+        quiet = ref.simulate(jax.random.key(0), e, np.array([1.05, 0.17, 0.0]))
+    assert quiet.dtype == np.float32 and not jax.config.jax_enable_x64
     noisy = ref.simulate(jax.random.key(1), e, np.array([1.0, 0.17, 0.002]))
     # response ~ s times the contained fraction (~0.992 at 50 GeV); its sd at 50 GeV is ~2.4 % (quiet) and ~3.4 %
     # (noisy), so the ratio of the means of 512 is known to ~0.2 %: 0.01 is a 5 sd bound around 1.05.
@@ -153,6 +155,7 @@ def test_rules_give_tau_near_one_and_nominal_coverage_for_the_exact_toy():
     # = 0.1 after the bias correction, so an exact model gives tau > 0.85 with margin.
     tau_div, tau_curv = divergence_tau(mm, BEAM.size).tau, curvature_tau(mm, BEAM.size).tau
     assert tau_div > 0.85 and tau_curv > 0.85
+    assert not jax.config.jax_enable_x64  # float64 only inside the rules
     study = run_coverage(
         toy, toy, prior, jax.random.key(3), {"1": 1.0, "0.7": 0.7}, BEAM, n_experiments=200, n_draws=200
     )

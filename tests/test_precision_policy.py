@@ -10,8 +10,13 @@ def test_import_keeps_float32_and_simulator_outputs_float32():
     code = (
         "import jax, numpy as np\n"
         "import surrinf, surrinf.sim, surrinf.data, surrinf.validation, surrinf.report, surrinf.run, surrinf.cli\n"
+        "import surrinf.inference, surrinf.generators\n"
         "assert not jax.config.jax_enable_x64\n"
-        "b = surrinf.sim.calorimeter('default').simulate(jax.random.key(0), np.array([10.0]))\n"
+        "cal = surrinf.sim.calorimeter('default')\n"
+        "with jax.enable_x64(True):\n"  # inside a float64 region the simulator still runs in float32
+        "    b64 = cal.simulate(jax.random.key(0), np.array([10.0]))\n"
+        "b = cal.simulate(jax.random.key(0), np.array([10.0]))\n"
+        "assert b64.showers.dtype == np.float32 and np.array_equal(b64.showers, b.showers)\n"
         "assert b.showers.dtype == np.float32 and b.deposited.dtype == np.float32\n"
         "print('ok')\n"
     )

@@ -62,16 +62,15 @@ class ReferenceSummaries:
     def simulate(self, key: jax.Array, energies_gev: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """x (N, 3) for beam energies (N,) [GeV] and theta (3,) or (N, 3) = (s, a [GeV^1/2], sigma_n [GeV]).
 
-        The simulator runs in float32 (the precision policy) even when called inside ``jax.enable_x64(True)``."""
+        The calorimeter runs in float32 (the precision policy) even when called inside ``jax.enable_x64(True)``."""
         e = np.asarray(energies_gev, dtype=np.float64).reshape(-1)
         parts = []
         start = 0
         t = np.asarray(theta, dtype=np.float64)
-        with jax.enable_x64(False):
-            for batch in self.calorimeter.iter_simulate(key, e, t):
-                stop = start + batch.showers.shape[0]
-                parts.append(shower_summary(batch.showers, e[start:stop], self.calorimeter))
-                start = stop
+        for batch in self.calorimeter.iter_simulate(key, e, t):
+            stop = start + batch.showers.shape[0]
+            parts.append(shower_summary(batch.showers, e[start:stop], self.calorimeter))
+            start = stop
         return np.concatenate(parts) if parts else np.zeros((0, 3), np.float32)
 
     def training_set(

@@ -344,8 +344,12 @@ class Calorimeter:
             size = stop - start if n <= chunk else chunk  # pad the last chunk: one compilation
             idx = np.arange(start, start + size)
             sl = np.minimum(idx, n - 1)
-            out = self._batch(key, jnp.asarray(idx, dtype=jnp.uint32), e[sl], t[sl], o[sl], displaced)
-            yield ShowerBatch(*(np.asarray(x)[: stop - start] for x in out))
+            # float32 by the precision policy, also when called inside jax.enable_x64(True): a trace under float64
+            # would also poison the jit cache for later float32 calls.
+            with jax.enable_x64(False):
+                out = self._batch(key, jnp.asarray(idx, dtype=jnp.uint32), e[sl], t[sl], o[sl], displaced)
+                batch = ShowerBatch(*(np.asarray(x)[: stop - start] for x in out))
+            yield batch
 
     def simulate(
         self,
@@ -382,7 +386,8 @@ class Calorimeter:
         per-shower (T, alpha) fluctuation. The simulator's spot and sampling fluctuations are unbiased,
         so this is the mean of :meth:`simulate` computed without them."""
         e, t, _, _ = self._prepare(np.array([energy_gev]), None, None)
-        return np.asarray(self._expected(key, jnp.float32(e[0]), jnp.asarray(t[0]), int(n_draws)))
+        with jax.enable_x64(False):
+            return np.asarray(self._expected(key, jnp.float32(e[0]), jnp.asarray(t[0]), int(n_draws)))
 
     @partial(jax.jit, static_argnums=(0, 4))
     def _expected(self, key, energy, theta, n_draws):
