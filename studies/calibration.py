@@ -7,8 +7,8 @@ theta = (energy scale s, sampling term a [GeV^1/2], cell noise sigma_n [GeV]) is
 2. four likelihoods: the exact Gaussian toy (its own reference), the trained flow against the calorimeter, and two
    deliberately imperfect surrogates: an under-trained flow (--undertrained steps) and the trained flow with its
    response scale off by --bias (default +0.3 %);
-3. temperature rules for each: divergence and curvature from the mismatch on held-out reference data at 6 prior
-   points, coverage-calibrated tau from --m-cal calibration pseudo-experiments on a tau grid;
+3. temperature rules for each: divergence and curvature from the mismatch on held-out reference data at --points
+   prior points, coverage-calibrated tau from --m-cal calibration pseudo-experiments on a tau grid;
 4. coverage (68 %, 95 %; per parameter and joint) of tau = 1 and each rule over --m independent pseudo-experiments of
    --n-cov events, SBC rank histograms;
 5. a posterior of --n-post events at a fixed theta* with NumPyro NUTS (4 chains): table with R-hat and ESS,
@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-post", type=int, default=1000, help="events of the posterior table")
     p.add_argument("--n-train", type=int, default=200_000, help="reference summaries to train the flow")
     p.add_argument("--steps", type=int, default=3000, help="flow training steps")
+    p.add_argument("--points", type=int, default=24, help="prior points of the mismatch measurement")
+    p.add_argument("--heldout", type=int, default=2500, help="held-out reference events per point")
     p.add_argument("--undertrained", type=int, default=250, help="training steps of the under-trained flow")
     p.add_argument("--bias", type=float, default=0.003, help="response-scale error of the imperfect surrogate")
     p.add_argument("--draws", type=int, default=250, help="importance draws per coverage posterior")
@@ -123,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     for c, (label, (density, ref)) in enumerate(cases.items()):
         tc = time.perf_counter()
         key = jax.random.fold_in(root, 100 + c)
-        points = prior.sample(jax.random.fold_in(key, 0), 6)
-        mm = measure_mismatch(density, ref, prior, jax.random.fold_in(key, 1), points, beam(10_000))
+        points = prior.sample(jax.random.fold_in(key, 0), args.points)
+        mm = measure_mismatch(density, ref, prior, jax.random.fold_in(key, 1), points, beam(args.heldout))
         rules = {
             "tau = 1": 1.0,
             "divergence": divergence_tau(mm, args.n_cov).tau,
@@ -165,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     e_post = beam(args.n_post)
     x = reference.simulate(jax.random.fold_in(root, 7), e_post, theta_star)
     problem = CalibrationProblem(flow, x, e_post, prior)
-    mm = measure_mismatch(flow, reference, prior, jax.random.fold_in(root, 8), prior.sample(root, 6), beam(10_000))
+    points = prior.sample(jax.random.fold_in(root, 8), args.points)
+    mm = measure_mismatch(flow, reference, prior, jax.random.fold_in(root, 9), points, beam(args.heldout))
     tau_post = curvature_tau(mm, args.n_post).tau
     tp = time.perf_counter()
-    post = run_numpyro_nuts(problem, jax.random.fold_in(root, 9), tau_post, num_warmup=500, num_samples=500)
+    post = run_numpyro_nuts(problem, jax.random.fold_in(root, 10), tau_post, num_warmup=500, num_samples=500)
     t_nuts = time.perf_counter() - tp
     diag = diagnose(post)
     print(diag)
