@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml Makefile
 run: $(STAMP)
 	$(VENV)/bin/surrinf run
 
+# Two pytest workers: most tests are bound by single-threaded XLA compilation, so two processes use both cores.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check surrinf tests benchmarks studies
