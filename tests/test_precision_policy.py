@@ -10,7 +10,7 @@ def test_import_keeps_float32_and_simulator_outputs_float32():
     code = (
         "import jax, numpy as np\n"
         "import surrinf, surrinf.sim, surrinf.data, surrinf.validation, surrinf.report, surrinf.run, surrinf.cli\n"
-        "import surrinf.inference, surrinf.generators\n"
+        "import surrinf.inference, surrinf.generators, surrinf.unfolding\n"
         "assert not jax.config.jax_enable_x64\n"
         "cal = surrinf.sim.calorimeter('default')\n"
         "with jax.enable_x64(True):\n"  # inside a float64 region the simulator still runs in float32
