@@ -6,11 +6,13 @@ reports). Energies are in GeV unless a file format says otherwise (CaloChallenge
 
 Precision policy: generators and the reference simulator run in float32; statistics code that needs float64
 enables it explicitly and locally (see docs/architecture.md). Importing surrinf never changes
-``jax_enable_x64``.
+``jax_enable_x64``. Importing surrinf appends one XLA CPU flag to ``XLA_FLAGS`` (a scheduler deadlock workaround,
+see :mod:`surrinf._xla`).
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import _xla  # noqa: F401  (first: sets an XLA CPU flag before any JAX backend starts, see _xla.py)
 from .response import CONDITION_COLUMNS, ResponseModel, make_conditions
 
 try:
