@@ -26,6 +26,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from surrinf._atomic import atomic_write_text
 from surrinf.data.bijection import ShowerBijection
 from surrinf.generators import EnergyConsistency, TrainConfig, fit_surrogate, load, sample_batched, save
 from surrinf.generators.models import DEFAULT_TRAIN_CONFIGS
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             if not hasattr(args, k):
                 raise SystemExit(f"--config: unknown option {k!r}")
             setattr(args, k, v)
+    # A run of this study once hung inside XLA CPU (all threads waiting, jaxlib 0.10.2) in spite of the scheduler flag
+    # surrinf sets (surrinf/_xla.py); synchronous CPU dispatch (jax-ml/jax#25861) is a second guard.
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
     t0 = time.perf_counter()
     out, work = Path(args.out), Path(args.work)
     root = jax.random.key(args.seed)
@@ -148,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     r_ref, r_sur = responses["reference"], responses["surrogate"]
     print(f"responses built in {time.perf_counter() - t0:.0f} s")
+    atomic_write_text(work / "responses.json", json.dumps({k: r.to_dict() for k, r in responses.items()}))
 
     # 3. the truth spectrum and the expected data (signal + fakes of the reference)
     truth = power_law_counts(truth_edges, args.n_data, lo, hi)
