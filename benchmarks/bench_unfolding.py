@@ -25,7 +25,7 @@ import numpy as np
 
 from surrinf._atomic import atomic_write_text
 from surrinf.report.provenance import provenance
-from surrinf.unfolding import ibu, poisson_toys, roounfold_example
+from surrinf.unfolding import CPU_COMPILER_OPTIONS, ibu, poisson_toys, roounfold_example
 
 _MEMORY_CHILD = r"""
 import time, numpy as np
@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     r = ex.response
     toys = poisson_toys(jax.random.key(1), r.fold(ex.test_truth), args.toys)
 
-    unfold_all = jax.jit(jax.vmap(lambda d: ibu(d, r, iterations=4, fakes=np.zeros(r.n_reco))))
+    unfold_all = jax.jit(
+        jax.vmap(lambda d: ibu(d, r, iterations=4, fakes=np.zeros(r.n_reco))), compiler_options=CPU_COMPILER_OPTIONS
+    )
 
     def ours(batch):
         with jax.enable_x64(True):

@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             if not hasattr(args, k):
                 raise SystemExit(f"--config: unknown option {k!r}")
             setattr(args, k, v)
-    # A run of this study once hung inside XLA CPU (all threads waiting, jaxlib 0.10.2) in spite of the scheduler flag
-    # surrinf sets (surrinf/_xla.py); synchronous CPU dispatch (jax-ml/jax#25861) is a second guard.
+    # Runs of this study hung inside XLA CPU (all threads waiting, jaxlib 0.10.2) in the Tikhonov scan until the toy
+    # loops were compiled with single-threaded Eigen (surrinf.unfolding.CPU_COMPILER_OPTIONS); synchronous CPU dispatch
+    # (jax-ml/jax#25861) is kept as a second guard.
     jax.config.update("jax_cpu_enable_async_dispatch", False)
     t0 = time.perf_counter()
     out, work = Path(args.out), Path(args.work)

@@ -20,10 +20,11 @@ from .examples import RooUnfoldExample, double_breit_wigner, roounfold_example, 
 from .ibu import ibu, ibu_iterate, ibu_path, resolve_prior
 from .inversion import gls_unfold, invert
 from .response import ResponseMatrix
-from .result import UnfoldingResult, float64, key_rng, poisson_toys, pulls
+from .result import CPU_COMPILER_OPTIONS, UnfoldingResult, float64, key_rng, poisson_toys, pulls
 from .tikhonov import LCurve, curvature_matrix, lcurve, min_global_correlation, plot_lcurve, svd_unfold, tikhonov
 
 __all__ = [
+    "CPU_COMPILER_OPTIONS",
     "BayesianUnfolding",
     "BiasScan",
     "BiasStudy",

@@ -27,7 +27,7 @@ import numpy as np
 from surrinf.report import Measurement, Table, new_figure
 
 from .response import ResponseMatrix
-from .result import UnfoldingResult, float64, poisson_toys
+from .result import CPU_COMPILER_OPTIONS, UnfoldingResult, float64, poisson_toys
 
 __all__ = ["BiasScan", "BiasStudy", "UnfoldedToys", "bias_study", "scan"]
 
@@ -275,7 +275,11 @@ def _unfold_toys(
     """method vmapped (and jitted, the response a compile-time constant: one compilation per call) over toys
     (n_toys, n_reco) -> (unfolded (n_toys, n_t), sigma (n_toys, n_t), method name). ``batched``: the method takes all
     toys at once (e.g. :func:`~surrinf.unfolding.fbu_toys`) and is called as it is."""
-    result = method(toys, response) if batched else jax.jit(jax.vmap(lambda d: method(d, response)))(toys)
+    result = (
+        method(toys, response)
+        if batched
+        else jax.jit(jax.vmap(lambda d: method(d, response)), compiler_options=CPU_COMPILER_OPTIONS)(toys)
+    )
     if not isinstance(result, UnfoldingResult):
         raise ValueError(f"method must return an UnfoldingResult, got {type(result).__name__}")
     n, n_t = toys.shape[0], response.n_truth

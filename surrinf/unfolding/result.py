@@ -16,9 +16,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["UnfoldingResult", "float64", "key_rng", "poisson_toys", "pulls"]
+__all__ = ["CPU_COMPILER_OPTIONS", "UnfoldingResult", "float64", "key_rng", "poisson_toys", "pulls"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Compiler options of vmapped toy loops (pass them to your own top-level ``jax.jit`` over toys; JAX refuses them on
+#: nested jits, so the methods' inner kernels cannot carry them). Single-threaded Eigen: with the default
+#: multi-threaded Eigen, XLA CPU (jaxlib 0.10.2) deadlocked nondeterministically on vmapped batched QR and
+#: triangular-solve graphs (a Tikhonov scan over 1000 toys hung in 5 of 6 runs, 0 of 6 with this option; the
+#: PyAutoFit project reports the same wedge). The kernels are small per toy, so little speed is lost.
+CPU_COMPILER_OPTIONS = {"xla_cpu_multi_thread_eigen": False}
 
 
 def float64(fn: F) -> F:

@@ -52,7 +52,7 @@ from surrinf.unfolding.inversion import (
     _signal,
 )
 from surrinf.unfolding.response import ResponseMatrix
-from surrinf.unfolding.result import UnfoldingResult, float64
+from surrinf.unfolding.result import CPU_COMPILER_OPTIONS, UnfoldingResult, float64
 
 __all__ = [
     "LCurve",
@@ -169,7 +169,7 @@ def tikhonov(
 
 
 # ---------------------------------------------------------------------------------------------- strength scans
-@jax.jit
+@functools.partial(jax.jit, compiler_options=CPU_COMPILER_OPTIONS)
 def _scan(
     p: jax.Array, s: jax.Array, v: jax.Array, g_mat: jax.Array, g_vec: jax.Array, strengths: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
