@@ -1,5 +1,6 @@
 # Quick start: `make run` (main job on the embedded default) and `make test` (full test suite).
-# Both bootstrap .venv from a bare python3 and reinstall when pyproject.toml changes.
+# Both bootstrap .venv from a bare python3 and reinstall when pyproject.toml changes. --no-compile: Python compiles
+# only the modules a run imports (about 20 s less of bootstrap on 2 cores than byte-compiling every installed file).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[test,onnx]"
+	$(VENV)/bin/python -m pip install --quiet --no-compile -e ".[test,onnx]"
 	touch $(STAMP)
 
 run: $(STAMP)
