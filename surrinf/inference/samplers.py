@@ -13,7 +13,6 @@ gradient-based samplers work on the unconstrained z of the :class:`~surrinf.infe
 from __future__ import annotations
 
 import math
-import operator
 import time
 from typing import Any, NamedTuple
 
@@ -31,6 +30,8 @@ from blackjax.smc import resampling as smc_resampling
 from blackjax.smc import solver as smc_solver
 from blackjax.smc import tempered as smc_tempered
 from numpyro.infer import MCMC, NUTS
+
+from surrinf._checks import check_positive_int as _check_positive_int
 
 from .problem import CalibrationProblem, check_tau
 from .result import PosteriorResult
@@ -50,19 +51,6 @@ def _check_problem(problem: Any) -> CalibrationProblem:
     if not isinstance(problem, CalibrationProblem):
         raise TypeError(f"problem must be a CalibrationProblem, got {type(problem).__name__}")
     return problem
-
-
-def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    """value as an int >= minimum; a clear ValueError otherwise (bools and non-integral floats are rejected)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
-    if v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(v)
 
 
 def _check_open_unit(value: Any, name: str) -> float:

@@ -32,7 +32,6 @@ subtracted fakes then scale with the data, which the Poisson likelihood (fakes f
 from __future__ import annotations
 
 import functools
-import operator
 import warnings
 from typing import Any, NamedTuple
 
@@ -47,6 +46,8 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 from numpyro.distributions import constraints
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import potential_energy
+
+from surrinf._checks import check_positive_int as _check_positive_int
 
 from .response import ResponseMatrix
 from .result import UnfoldingResult, float64
@@ -275,19 +276,6 @@ def _numpyro_start(
 
 
 # ----------------------------------------------------------------------------------------------- checks
-
-
-def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    """value as an int >= minimum; a clear ValueError otherwise (bools and non-integral floats are rejected)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
-    if v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(v)
 
 
 def _check_response(response: Any) -> np.ndarray:
