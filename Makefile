@@ -18,7 +18,7 @@ run: $(STAMP)
 
 # Two pytest workers: most tests are bound by single-threaded XLA compilation, so two processes use both cores.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n 2
+	$(VENV)/bin/python -m pytest -q -n 2 --dist worksteal
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check surrinf tests benchmarks studies
