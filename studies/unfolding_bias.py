@@ -41,6 +41,7 @@ from surrinf.unfolding import (
     invert,
     lcurve,
     min_global_correlation,
+    plot_lcurve,
     poisson_toys,
     roounfold_example,
     scan,
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.set(xlabel="x", ylabel="events per bin")
     ax.legend()
     save_figure(fig, out / "unfolding_roounfold.png")
-    save_figure(lc_figure(lc), out / "unfolding_lcurve.png")
+    save_figure(plot_lcurve(lc), out / "unfolding_lcurve.png")
 
     info = provenance({**vars(args), "command": " ".join(sys.argv)}, seed=args.seed)
     info["wall_s"] = time.perf_counter() - t0
@@ -332,12 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     write_provenance(out / "unfolding_provenance.json", info)
     print(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
-
-
-def lc_figure(lc):
-    from surrinf.unfolding import plot_lcurve
-
-    return plot_lcurve(lc)
 
 
 if __name__ == "__main__":
