@@ -14,6 +14,13 @@ import os
 
 FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
+#: Compiler options of vmapped toy / event loops (pass them to your own top-level ``jax.jit``; JAX refuses them on
+#: nested jits, so library kernels cannot carry them). Single-threaded Eigen: with the default multi-threaded Eigen,
+#: XLA CPU (jaxlib 0.10.2) deadlocked nondeterministically on vmapped batched QR and triangular-solve graphs even with
+#: :data:`FLAG` (a Tikhonov scan over 1000 toys hung in 5 of 6 runs, 0 of 6 with this option; the PyAutoFit project
+#: reports the same wedge). The kernels are small per toy, so little speed is lost.
+CPU_COMPILER_OPTIONS = {"xla_cpu_multi_thread_eigen": False}
+
 
 def apply_cpu_scheduler_workaround() -> None:
     """Append :data:`FLAG` to ``XLA_FLAGS`` unless the option is already there (the user's choice wins)."""

@@ -7,37 +7,20 @@ so the traced inputs are float64 as well. Importing this package changes nothing
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from surrinf._precision import float64
+from surrinf._xla import CPU_COMPILER_OPTIONS
+
 __all__ = ["CPU_COMPILER_OPTIONS", "UnfoldingResult", "float64", "key_rng", "poisson_toys", "pulls"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-#: Compiler options of vmapped toy loops (pass them to your own top-level ``jax.jit`` over toys; JAX refuses them on
-#: nested jits, so the methods' inner kernels cannot carry them). Single-threaded Eigen: with the default
-#: multi-threaded Eigen, XLA CPU (jaxlib 0.10.2) deadlocked nondeterministically on vmapped batched QR and
-#: triangular-solve graphs (a Tikhonov scan over 1000 toys hung in 5 of 6 runs, 0 of 6 with this option; the
-#: PyAutoFit project reports the same wedge). The kernels are small per toy, so little speed is lost.
-CPU_COMPILER_OPTIONS = {"xla_cpu_multi_thread_eigen": False}
-
-
-def float64(fn: F) -> F:
-    """Decorator: run ``fn`` with float64 enabled locally (``jax.enable_x64(True)``); re-entrant, so decorated
-    functions can call each other and run under a caller's vmap/jit in a float64 region."""
-
-    @functools.wraps(fn)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        with jax.enable_x64(True):
-            return fn(*args, **kwargs)
-
-    return wrapped  # type: ignore[return-value]
+# CPU_COMPILER_OPTIONS and float64 are shared with the other statistics modules (surrinf._xla, surrinf._precision) and
+# re-exported here, where the unfolding toy loops made them necessary.
 
 
 class UnfoldingResult(eqx.Module):
