@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             "peak sur [GeV]",
             "width sur [GeV]",
             "peak shift [GeV]",
-            "peak shift error [GeV]",
+            "peak shift error, uncorrelated [GeV]",
             "mean shift MC [GeV]",
             "mean shift MC error [GeV]",
             "mean shift linear [GeV]",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
@@ -226,3 +227,21 @@ def test_flow_bad_inputs(trained_flow, steep_ref):
         fit_jet_response_flow(jax.random.key(0), steep_ref, np.array([10.0, 0.0]), np.zeros(2))
     with pytest.raises(ValueError, match="fixed by the jet response"):
         fit_jet_response_flow(jax.random.key(0), steep_ref, np.ones(10), np.zeros(10), flow_config={"dim": 2})
+
+
+def test_generate_is_the_deterministic_sampler(trained_flow, steep_ref):
+    # sample(key) == generate(the standard normals sample would draw); the flow's map is monotone in the noise, so the
+    # same noise couples the flow and the reference by quantiles (common random numbers in surrinf.kinfit.measure_jets).
+    flow, _ = trained_flow
+    cond = np.stack([np.geomspace(20.0, 500.0, 8000), np.linspace(-2.0, 2.0, 8000)], axis=1)
+    key = jax.random.key(11)
+    z32 = jax.random.normal(key, (8000, 1), dtype=jnp.float32)[:, 0]
+    np.testing.assert_array_equal(np.asarray(flow.generate(z32, cond)), np.asarray(flow.sample(key, cond)))
+    with jax.enable_x64(True):
+        z64 = jax.random.normal(key, (8000,), dtype=jnp.float64)
+    np.testing.assert_array_equal(np.asarray(steep_ref.generate(z64, cond)), np.asarray(steep_ref.sample(key, cond)))
+    z = np.linspace(-3.0, 3.0, 8000)
+    e_fixed = np.stack([np.full(8000, 100.0), np.zeros(8000)], axis=1)
+    assert np.all(np.diff(np.asarray(flow.generate(z, e_fixed), dtype=np.float64)) >= 0)  # monotone in the noise
+    with pytest.raises(ValueError, match="noise must have shape"):
+        flow.generate(z[:10], e_fixed)

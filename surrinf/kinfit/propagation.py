@@ -44,13 +44,17 @@ __all__ = [
 def gaussian_core(x: Any, n_sigma: float = 1.5, iterations: int = 5, bins: int = 60) -> tuple[float, float, float]:
     """Peak position and width of the core of a distribution: a Gaussian fitted to the histogram of ``x`` within
     +- ``n_sigma`` widths of the peak, iterated from the median and the interquartile width. Returns (mean, sigma,
-    error of the mean) in the units of x; the error is sigma / sqrt(entries in the window) (Gaussian core)."""
+    error of the mean) in the units of x; the error is sigma / sqrt(entries in the window) (Gaussian core). Without
+    spread (interquartile width below 1e-9 relative, as m_jj after a hard mass constraint): mean, standard deviation
+    and error of the mean."""
     x = np.asarray(x, dtype=np.float64).ravel()
     x = x[np.isfinite(x)]
     if x.size < 50:
         raise ValueError(f"x must hold at least 50 finite values for a core fit, got {x.size}")
     mu = float(np.median(x))
-    sigma = float(np.subtract(*np.percentile(x, [75, 25])) / 1.349) or float(np.std(x)) or 1.0
+    sigma = float(np.subtract(*np.percentile(x, [75, 25])) / 1.349) or float(np.std(x))
+    if sigma <= 1e-9 * max(abs(mu), 1.0):  # a (numerically) fixed value, e.g. m_jj after a hard constraint
+        return float(np.mean(x)), float(np.std(x)), float(np.std(x)) / np.sqrt(x.size)
     n_in = x.size
     for _ in range(iterations):
         lo, hi = mu - n_sigma * sigma, mu + n_sigma * sigma
@@ -74,15 +78,31 @@ def _jet_conditions(e_true: np.ndarray, eta: np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(e_true, np.float64).ravel(), np.asarray(eta, np.float64).ravel()], axis=1)
 
 
+def _generate(key: jax.Array, response: Any, conditions: np.ndarray) -> np.ndarray:
+    """E_reco (N,) float64: ``response.generate(noise, conditions)`` with standard-normal noise drawn from ``key`` when
+    the model has a deterministic sampler (then two models with the same key share their random numbers), else
+    ``response.sample(key, conditions)``."""
+    if hasattr(response, "generate"):
+        with jax.enable_x64(True):
+            noise = np.asarray(jax.random.normal(key, (conditions.shape[0],), jnp.float64))
+        return np.asarray(response.generate(noise, conditions), dtype=np.float64)
+    return np.asarray(response.sample(key, conditions), dtype=np.float64)
+
+
 def measure_jets(key: jax.Array, e_true: Any, eta: Any, response: Any, calibration: Any = None) -> np.ndarray:
-    """Measured jet energies (N, 2) [GeV]: ``response.sample`` for conditions (E_true, eta) of every jet, then the
-    jet-energy calibration ``calibration.calibrate`` (for example the reference :class:`JetResponse`: calibrating a
-    surrogate's jets with the reference's calibration is what leaves its bias visible); None: no calibration."""
+    """Measured jet energies (N, 2) [GeV]: the response model applied to conditions (E_true, eta) of every jet, then
+    the jet-energy calibration ``calibration.calibrate`` (for example the reference :class:`JetResponse`:
+    calibrating a surrogate's jets with the reference's calibration is what leaves its bias visible); None: none.
+
+    Response models with a deterministic sampler ``generate(noise, conditions)`` (the reference and the flow
+    surrogate) are driven by standard-normal noise drawn from ``key``: measuring the same jets with two such models
+    and the same key gives common random numbers (the models are coupled by quantiles), so differences between the
+    two samples are the response difference, not sampling noise. Other models use ``sample(key, conditions)``."""
     e_true = np.asarray(e_true, dtype=np.float64)
     eta = np.asarray(eta, dtype=np.float64)
     if e_true.ndim != 2 or e_true.shape[1] != 2 or eta.shape != e_true.shape:
         raise ValueError(f"e_true and eta must have shape (N, 2), got {e_true.shape} and {eta.shape}")
-    reco = np.asarray(response.sample(key, _jet_conditions(e_true, eta)), dtype=np.float64).reshape(e_true.shape)
+    reco = _generate(key, response, _jet_conditions(e_true, eta)).reshape(e_true.shape)
     if calibration is not None:
         reco = np.asarray(calibration.calibrate(reco), dtype=np.float64)
     return reco
@@ -136,9 +156,10 @@ def measure_response_bias(
     eta: Any = (0.0, 1.0, 2.0),
     n_per_point: int = 20_000,
 ) -> JetEnergyBias:
-    """Measure the relative jet-energy bias <E_cand> / <E_ref> - 1 of two response models by sampling
-    ``n_per_point`` jets of each at every grid point (E_true [GeV], eta) (independent draws; error from the two
-    sample standard deviations)."""
+    """Measure the relative jet-energy bias <E_cand> / <E_ref> - 1 of two response models from ``n_per_point`` jets
+    of each at every grid point (E_true [GeV], eta). Both models see the same standard-normal noise when both have
+    ``generate`` (common random numbers; the error is then that of the paired ratio of means), else independent
+    draws (error from the two sample standard deviations)."""
     n = check_positive_int(n_per_point, "n_per_point")
     e = np.asarray(energies_gev, dtype=np.float64)
     h = np.asarray(eta, dtype=np.float64)
@@ -146,21 +167,22 @@ def measure_response_bias(
         raise ValueError("energies_gev must be increasing positive jet energies [GeV]")
     if h.ndim != 1 or h.size == 0 or np.any(np.diff(h) <= 0):
         raise ValueError("eta must be an increasing 1-D array of pseudorapidities")
+    if n < 2:
+        raise ValueError("n_per_point must be >= 2 (the error needs a sample variance)")
     ee, hh = np.meshgrid(e, h, indexing="ij")
     cond = np.repeat(_jet_conditions(ee, hh), n, axis=0)
-    k_c, k_r = jax.random.split(key)
-    out = []
-    for k, model in ((k_c, candidate), (k_r, reference)):
-        x = np.asarray(model.sample(k, cond), dtype=np.float64).reshape(e.size, h.size, n)
-        out.append((x.mean(axis=-1), x.std(axis=-1, ddof=1) / np.sqrt(n)))
-    (mc, ec), (mr, er) = out
+    paired = hasattr(candidate, "generate") and hasattr(reference, "generate")
+    k_c, k_r = (key, key) if paired else tuple(jax.random.split(key))
+    xc = _generate(k_c, candidate, cond).reshape(e.size, h.size, n)
+    xr = _generate(k_r, reference, cond).reshape(e.size, h.size, n)
+    mc, mr = xc.mean(axis=-1), xr.mean(axis=-1)
     ratio = mc / mr
-    return JetEnergyBias(e, h, ratio - 1.0, ratio * np.sqrt((ec / mc) ** 2 + (er / mr) ** 2))
-
-
-def _rel(mc: float, lin: float) -> float:
-    """(linear - MC) / MC, the relative disagreement of the two routes (NaN for a zero MC shift)."""
-    return (lin - mc) / mc if mc != 0 else float("nan")
+    if paired:  # delta method for the ratio of two means of paired draws
+        resid = (xc - ratio[..., None] * xr) / mr[..., None]
+        error = resid.std(axis=-1, ddof=1) / np.sqrt(n)
+    else:
+        error = ratio * np.hypot(xc.std(axis=-1, ddof=1) / mc, xr.std(axis=-1, ddof=1) / mr) / np.sqrt(n)
+    return JetEnergyBias(e, h, ratio - 1.0, error)
 
 
 class ShiftPropagation(eqx.Module):
@@ -270,7 +292,7 @@ class ResponseComparison(eqx.Module):
             "peak cand [GeV]",
             "width cand [GeV]",
             "peak shift [GeV]",
-            "peak shift error [GeV]",
+            "peak shift error, uncorrelated [GeV]",
             "mean shift MC [GeV]",
             "mean shift MC error [GeV]",
             "mean shift linear [GeV]",
@@ -294,13 +316,14 @@ def compare_responses(
     **fit_options: Any,
 ) -> ResponseComparison:
     """Measure the truth jets (E_true (N, 2) [GeV], eta (N, 2)) with the reference and with the candidate response
-    (both calibrated with the reference's calibration, independent random numbers), fit both samples with the
+    (both calibrated with the reference's calibration; common random numbers where both models have ``generate``, see
+    :func:`measure_jets`: the event-by-event differences then carry the response difference), fit both samples with the
     reference resolution model, and compare m_jj before and after the fit. ``bias``: the measured jet-energy bias
     of the candidate (default: :func:`measure_response_bias` with a key split from ``key``); the linearised mean
     shift is <(dm/dE_meas) . (bias(E_meas, eta) E_meas)> over the reference-measured events."""
-    k_ref, k_cand, k_bias = jax.random.split(key, 3)
-    e_ref = measure_jets(k_ref, e_true, eta, reference, calibration=reference)
-    e_cand = measure_jets(k_cand, e_true, eta, candidate, calibration=reference)
+    k_meas, k_bias = jax.random.split(key)
+    e_ref = measure_jets(k_meas, e_true, eta, reference, calibration=reference)
+    e_cand = measure_jets(k_meas, e_true, eta, candidate, calibration=reference)
     if bias is None:
         bias = measure_response_bias(k_bias, candidate, reference)
     fits = {
@@ -315,7 +338,7 @@ def compare_responses(
     shift_mc = {}
     for stage, attr in (("before", "mjj_measured"), ("after", "mjj")):
         a, b = getattr(fits["candidate"], attr), getattr(fits["reference"], attr)
-        shift_mc[stage] = (float(a.mean() - b.mean()), float(np.hypot(a.std(ddof=1), b.std(ddof=1)) / np.sqrt(n)))
+        shift_mc[stage] = (float(a.mean() - b.mean()), float((a - b).std(ddof=1) / np.sqrt(n)))  # paired events
     jac = kinfit_jacobian(e_ref, reference, cos_opening, constraint, masses, **fit_options)
     d = bias(e_ref, np.asarray(eta, dtype=np.float64)) * e_ref
     linear = {

@@ -129,14 +129,12 @@ def _split_conditions(conditions: Any, dtype: Any) -> tuple[jax.Array, jax.Array
     return e, _as_array(eta, "conditions[:, 1] (eta)", dtype, positive=False, what="pseudorapidity")
 
 
-def _check_observations(e_reco: Any, n: int, dtype: Any) -> jax.Array:
-    """E_reco (N,) [GeV], finite (may be <= 0: the densities are defined on the real line)."""
+def _check_observations(e_reco: Any, n: int, dtype: Any, name: str = "e_reco") -> jax.Array:
+    """E_reco (N,) [GeV] (or standard-normal noise (N,)), finite (may be <= 0: the densities are on the real line)."""
+    what = "standard-normal draw" if name == "noise" else "measured jet energy [GeV]"
     if jnp.ndim(e_reco) != 1 or jnp.shape(e_reco)[0] != n:
-        raise ValueError(
-            f"e_reco must have shape (N={n},) (one measured energy [GeV] per row of conditions), "
-            f"got {jnp.shape(e_reco)}"
-        )
-    return _as_array(e_reco, "e_reco", dtype, positive=False, what="measured jet energy [GeV]")
+        raise ValueError(f"{name} must have shape (N={n},) (one {what} per row of conditions), got {jnp.shape(e_reco)}")
+    return _as_array(e_reco, name, dtype, positive=False, what=what)
 
 
 def _finite_float(value: Any, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
@@ -220,6 +218,15 @@ class JetResponse(eqx.Module):
         one draw per row from the JAX PRNG ``key`` (same key, same bits)."""
         e, _ = _split_conditions(conditions, jnp.float64)
         return _ref_sample(self, key, e)
+
+    @float64
+    def generate(self, noise: Any, conditions: Any) -> jax.Array:
+        """Deterministic sampler: E_reco (N,) [GeV, float64] = E (mu(E) + sigma_rel(E) z) for standard-normal noise z
+        (N,) and conditions (N, 2) or (N,). The same noise in two response models gives common random numbers (the
+        quantile coupling used by :func:`surrinf.kinfit.measure_jets`)."""
+        e, _ = _split_conditions(conditions, jnp.float64)
+        z = _check_observations(noise, e.shape[0], jnp.float64, name="noise")
+        return _ref_generate(self, z, e)
 
     @float64
     def log_prob(self, e_reco: Any, conditions: Any) -> jax.Array:
@@ -388,6 +395,11 @@ def _ref_sample(model: JetResponse, key: jax.Array, e: jax.Array) -> jax.Array:
 
 
 @eqx.filter_jit
+def _ref_generate(model: JetResponse, z: jax.Array, e: jax.Array) -> jax.Array:
+    return e * (model._mu(e) + model._sigma_rel(e) * z)
+
+
+@eqx.filter_jit
 def _ref_log_prob(model: JetResponse, y: jax.Array, e: jax.Array) -> jax.Array:
     sd = e * model._sigma_rel(e)
     u = (y - e * model._mu(e)) / sd
@@ -523,6 +535,14 @@ class JetResponseFlow(eqx.Module):
         e, eta = _split_conditions(conditions, jnp.float32)
         return _flow_sample(self, key, e, eta)
 
+    def generate(self, noise: Any, conditions: Any) -> jax.Array:
+        """Deterministic sampler: E_reco (N,) [GeV, float32] from standard-normal noise (N,) through the flow's
+        generative direction, for conditions (N, 2) or (N,). The map is monotone in the noise (a one-dimensional
+        spline flow), so the same noise in the reference and here couples the two by quantiles."""
+        e, eta = _split_conditions(conditions, jnp.float32)
+        z = _check_observations(noise, e.shape[0], jnp.float32, name="noise")
+        return _flow_generate(self, z, e, eta)
+
     def log_prob(self, e_reco: Any, conditions: Any) -> jax.Array:
         """Exact log density (N,) [ln(1/GeV), float32] of measured energies E_reco (N,) [GeV] given conditions."""
         e, eta = _split_conditions(conditions, jnp.float32)
@@ -550,6 +570,12 @@ class JetResponseFlow(eqx.Module):
 @eqx.filter_jit
 def _flow_sample(model: JetResponseFlow, key: jax.Array, e: jax.Array, eta: jax.Array) -> jax.Array:
     x = model.flow.sample(key, model._cond(e, eta))[:, 0]
+    return e * (model.loc + model.scale * x)
+
+
+@eqx.filter_jit
+def _flow_generate(model: JetResponseFlow, z: jax.Array, e: jax.Array, eta: jax.Array) -> jax.Array:
+    x = jax.vmap(model.flow.inverse)(z[:, None], model._cond(e, eta))[0][:, 0]
     return e * (model.loc + model.scale * x)
 
 
