@@ -256,12 +256,15 @@ def propagate_shift(
 class ResponseComparison(eqx.Module):
     """m_jj peak position and width [GeV] (Gaussian core) before and after the fit for the events measured with the
     reference and with the candidate response, their differences (Monte Carlo), the linearised prediction of the
-    mean shift from the measured jet-energy bias, and the fit's resolution improvement (core width of m_jj - m_true
-    before / after, reference response)."""
+    mean shift from the measured jet-energy bias and from the event-by-event energy differences, and the fit's
+    resolution improvement (core width of m_jj - m_true before / after, reference response)."""
 
     peaks: dict[str, tuple[float, float, float]]  #: "reference/before" ... -> (peak, width, peak error)
     mean_shift_mc: dict[str, tuple[float, float]]  #: "before"/"after" -> (<m_cand> - <m_ref>, error)
     mean_shift_linear: dict[str, float]  #: "before"/"after" -> linearised <dm> from the measured bias
+    #: "before"/"after" -> linearised <dm> from the per-event differences E_cand - E_ref (common random numbers;
+    #: NaN when a model has no ``generate`` and the samples are independent)
+    mean_shift_linear_events: dict[str, float]
     resolution: dict[str, float]  #: "before"/"after" -> core width of m_jj - m_true [GeV] (reference response)
     n_events: int
 
@@ -282,6 +285,7 @@ class ResponseComparison(eqx.Module):
                     shift,
                     err,
                     self.mean_shift_linear[stage],
+                    self.mean_shift_linear_events[stage],
                     self.resolution[stage],
                 ]
             )
@@ -295,7 +299,8 @@ class ResponseComparison(eqx.Module):
             "peak shift error, uncorrelated [GeV]",
             "mean shift MC [GeV]",
             "mean shift MC error [GeV]",
-            "mean shift linear [GeV]",
+            "mean shift linear, mean bias [GeV]",
+            "mean shift linear, per event [GeV]",
             "m_jj - m_true core width (ref) [GeV]",
         ]
         return Table(
@@ -319,8 +324,11 @@ def compare_responses(
     (both calibrated with the reference's calibration; common random numbers where both models have ``generate``, see
     :func:`measure_jets`: the event-by-event differences then carry the response difference), fit both samples with the
     reference resolution model, and compare m_jj before and after the fit. ``bias``: the measured jet-energy bias
-    of the candidate (default: :func:`measure_response_bias` with a key split from ``key``); the linearised mean
-    shift is <(dm/dE_meas) . (bias(E_meas, eta) E_meas)> over the reference-measured events."""
+    of the candidate (default: :func:`measure_response_bias` with a key split from ``key``). Linearised mean shifts:
+    <(dm/dE_meas) . (bias(E_meas, eta) E_meas)> over the reference-measured events (the mean bias only, as from a
+    jet-energy-scale table; the bias, a function of E_true, is evaluated at the measured energy) and, with common
+    random numbers, <(dm/dE_meas) . (E_cand - E_ref)> (per event: includes the resolution difference, which shifts
+    <m_jj> in second order through the correlation of dm/dE with the fluctuation)."""
     k_meas, k_bias = jax.random.split(key)
     e_ref = measure_jets(k_meas, e_true, eta, reference, calibration=reference)
     e_cand = measure_jets(k_meas, e_true, eta, candidate, calibration=reference)
@@ -341,10 +349,12 @@ def compare_responses(
         shift_mc[stage] = (float(a.mean() - b.mean()), float((a - b).std(ddof=1) / np.sqrt(n)))  # paired events
     jac = kinfit_jacobian(e_ref, reference, cos_opening, constraint, masses, **fit_options)
     d = bias(e_ref, np.asarray(eta, dtype=np.float64)) * e_ref
-    linear = {
-        "before": float(np.einsum("nj,nj->n", jac.mjj_measured, d).mean()),
-        "after": float(np.einsum("nj,nj->n", jac.mjj, d).mean()),
-    }
+    paired = hasattr(reference, "generate") and hasattr(candidate, "generate")
+    d_events = e_cand - e_ref
+    linear, linear_events = {}, {}
+    for stage, j in (("before", jac.mjj_measured), ("after", jac.mjj)):
+        linear[stage] = float(np.einsum("nj,nj->n", j, d).mean())
+        linear_events[stage] = float(np.einsum("nj,nj->n", j, d_events).mean()) if paired else float("nan")
     with jax.enable_x64(True):
         m = None if masses is None else jnp.asarray(masses, jnp.float64)
         m_true = np.asarray(dijet_mass(jnp.asarray(e_true, jnp.float64), jnp.asarray(cos_opening, jnp.float64), m))
@@ -352,4 +362,4 @@ def compare_responses(
         "before": gaussian_core(fits["reference"].mjj_measured - m_true)[1],
         "after": gaussian_core(fits["reference"].mjj - m_true)[1],
     }
-    return ResponseComparison(peaks, shift_mc, linear, resolution, n)
+    return ResponseComparison(peaks, shift_mc, linear, linear_events, resolution, n)
