@@ -36,7 +36,7 @@ def _truth(seed: int, n: int, mass: np.ndarray | float) -> tuple[np.ndarray, np.
     cos = opening_cosine(eta, phi)
     e1 = rng.uniform(40.0, 150.0, n)
     e2 = m**2 / (2.0 * e1 * (1.0 - cos))
-    keep = (e2 > 20.0) & (e2 < 400.0)
+    keep = (e2 > 20.0) & (e2 < 400.0)  # about 82 % of the pairs
     return np.stack([e1, e2], axis=1)[keep], cos[keep]
 
 
@@ -77,7 +77,7 @@ def _minuit_soft(e, s, c, m, prior: str, m0: float, width: float) -> np.ndarray:
         # onto the pole, as the fit does; the lower minimum wins.
         starts = [(em1, em2)]
         if prior == "bw":
-            k = m0 / _mjj_py(em1, em2, ci, 0.0, 0.0)
+            k = m0 / _mjj_py(em1, em2, ci, m1, m2)
             starts.append((em1 * k, em2 * k))
         best = None
         for a, b in starts:
@@ -98,9 +98,10 @@ def _minuit_soft(e, s, c, m, prior: str, m0: float, width: float) -> np.ndarray:
 )
 def test_soft_constraint_agrees_with_iminuit(prior, massive):
     # 1000 events with measured energies off the resonance; fixed jet masses (8 % of E) for the massive case.
-    e_true, cos = _truth(1, 1100, M0)
+    e_true, cos = _truth(1, 1300, M0)
     e, s = _measure(2, e_true[:1000])
     cos = cos[:1000]
+    assert len(e) == 1000
     masses = 0.08 * e if massive else np.zeros_like(e)
     width = 3.0 if prior == "gauss" else 2.4952
     constraint = GaussianMass(M0, width) if prior == "gauss" else BreitWignerMass(M0, width)
@@ -120,25 +121,33 @@ def _surface_chi2(em1, em2, s1, s2, k):
 
 def test_hard_constraint_agrees_with_iminuit_on_the_constraint_surface():
     # Massless jets: on m_jj = m0, E_2 = m0^2 / (2 E_1 (1 - cos)); iminuit minimises chi2(E_1) in one dimension.
-    e_true, cos = _truth(3, 1100, M0)
+    e_true, cos = _truth(3, 1300, M0)
     e, s = _measure(4, e_true[:1000])
-    cos = cos[:1000]
+    cos = cos[:1000].copy()
+    # The last events have m_jj,meas far above m0 (wrong jet pairings in Pythia Z events look like this): a Newton
+    # iteration on the Lagrange system diverged on them (the fitted energies are below half the measured ones, where
+    # the Lagrangian's Hessian is indefinite); the fit along the constraint surface converges.
+    e[-3:] = [[226.94, 132.63], [216.62, 52.30], [123.13, 74.84]]
+    s[-3:] = 0.5 * np.sqrt(e[-3:])
+    cos[-3:] = [-0.9597, -0.5857, -0.9858]
     fit = kinfit(e, s, cos, FixedMass(M0), chunk_size=CHUNK)
     assert fit.converged.all()
     np.testing.assert_allclose(fit.mjj, M0, rtol=1e-10)
-    n = 300  # one-dimensional MIGRAD fits on a subset
+    idx = [*range(300), 997, 998, 999]  # one-dimensional MIGRAD fits on a subset and the extreme events
+    n = len(idx)
     ref = np.empty((n, 2))
-    for i in range(n):
+    for k, i in enumerate(idx):
         (em1, em2), (s1, s2), ci = e[i], s[i], cos[i]
-        k = M0**2 / (2.0 * (1.0 - ci))
-        mi = Minuit(_surface_chi2(em1, em2, s1, s2, k), e1=fit.energies[i, 0] * 1.01)
+        kk = M0**2 / (2.0 * (1.0 - ci))
+        mi = Minuit(_surface_chi2(em1, em2, s1, s2, kk), e1=fit.energies[i, 0] * 1.01)
         mi.errordef = Minuit.LEAST_SQUARES
         mi.strategy = 2
         mi.tol = 1e-8
         mi.limits["e1"] = (1e-3, None)
         mi.migrad()
-        ref[i] = mi.values["e1"], k / mi.values["e1"]
-    np.testing.assert_allclose(fit.energies[:n], ref, rtol=1e-6, atol=0)
+        ref[k] = mi.values["e1"], kk / mi.values["e1"]
+    np.testing.assert_allclose(fit.energies[idx], ref, rtol=1e-6, atol=0)
+    assert np.all(np.isfinite(kinfit_jacobian(e, s, cos, FixedMass(M0), chunk_size=CHUNK).energies))
 
 
 @pytest.mark.parametrize("hard", [False, True], ids=["gaussian-prior", "hard-constraint"])
@@ -146,10 +155,11 @@ def test_chi2_distribution_and_pull_widths(hard):
     # True m_jj drawn from the Gaussian prior (soft) or equal to m0 (hard), Gaussian resolutions: chi2 ~ chi2(ndf=1)
     # up to the nonlinearity of m_jj(E) (small at sigma_E / E ~ 5 %). 5000 events: the pull width's standard error is
     # 1 / sqrt(2 * 5000) = 0.01, so the acceptance window 1 +- 0.05 is five standard errors wide.
-    n = 6000
+    n = 6500
     mass = np.random.default_rng(5).normal(M0, 3.0, n) if not hard else M0
     e_true, cos = _truth(6, n, mass)
     e_true, cos = e_true[:5000], cos[:5000]
+    assert len(e_true) == 5000
     e, s = _measure(7, e_true)
     fit = kinfit(e, s, cos, FixedMass(M0) if hard else GaussianMass(M0, 3.0), chunk_size=CHUNK)
     assert fit.converged.all() and fit.ndf == 1
@@ -185,7 +195,7 @@ def test_breit_wigner_fit_improves_mass_resolution_and_converges():
 
 
 def test_implicit_derivatives_match_finite_differences():
-    e_true, cos = _truth(11, 1100, M0)
+    e_true, cos = _truth(11, 1300, M0)
     e, s = _measure(12, e_true[:1000])
     cos = cos[:1000]
     for constraint, masses in (

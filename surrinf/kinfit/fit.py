@@ -3,8 +3,8 @@
 Per event the fit varies the two jet energies E = (E_1, E_2) [GeV] with the jet directions (and, for massive jets, the
 jet masses) fixed, and minimises
 
-    chi2(E) = sum_j ((E_j - E_j_meas) / sigma_j)^2 + r(m_jj(E))^2          (soft constraint, Gauss-Newton)
-    chi2(E) = sum_j ((E_j - E_j_meas) / sigma_j)^2  subject to m_jj(E) = m0  (hard constraint, Newton on the KKT system)
+    chi2(E) = sum_j ((E_j - E_j_meas) / sigma_j)^2 + r(m_jj(E))^2          (soft constraint)
+    chi2(E) = sum_j ((E_j - E_j_meas) / sigma_j)^2  subject to m_jj(E) = m0  (hard constraint, Lagrange multiplier)
 
 with r from :mod:`surrinf.kinfit.constraints`. The dijet mass for fixed directions (opening angle alpha) is
 m_jj^2 = m_1^2 + m_2^2 + 2 (E_1 E_2 - p_1 p_2 cos alpha) with p_j = sqrt(E_j^2 - m_j^2) (massive jets, m_j fixed) or
@@ -16,7 +16,8 @@ chi2 with ``ndf = 1`` (2 measurements + 1 constraint - 2 parameters), fit probab
 (E_fit - E_meas) / sqrt(sigma^2 - C_jj) (unit width when the resolutions and the prior are right), the Lagrange
 multiplier of the hard constraint and a convergence flag.
 
-Solvers are optimistix's (Gauss-Newton or Levenberg-Marquardt for the soft constraint, Newton for the KKT system);
+Solvers are optimistix's (soft: Gauss-Newton, or BFGS polished by Newton for a Breit-Wigner prior; hard: BFGS and
+Newton along the one-dimensional constraint surface, see :func:`fit_event`);
 derivatives of every fitted quantity with respect to the inputs come from optimistix's implicit differentiation
 (:func:`fit_event` is a pure function of arrays: ``jax.jacfwd`` it; :func:`kinfit_jacobian` does it for the measured
 energies). Precision: float64 (entered locally, see :mod:`surrinf._precision`).
@@ -50,12 +51,14 @@ __all__ = [
 ]
 
 #: Solvers of the soft-constraint fit ("auto": Gauss-Newton for a Gaussian prior, BFGS for a Breit-Wigner prior, whose
-#: Gauss-Newton steps converge slowly where the prior is concave); the hard constraint always uses Newton on the KKT
-#: system.
+#: Gauss-Newton steps converge slowly where the prior is concave); the hard constraint always minimises along the
+#: constraint surface (BFGS, then Newton).
 SOLVERS = ("auto", "gauss_newton", "levenberg_marquardt", "bfgs")
 #: Degrees of freedom of a two-jet fit with one mass constraint: 2 measurements + 1 constraint - 2 parameters.
 NDF = 1
 _TINY = 1e-300
+#: Newton steps that put massive jets on the constraint surface (from the massless solution; quadratic convergence).
+_SURFACE_NEWTON_STEPS = 12
 
 
 class KinFitResult(eqx.Module):
@@ -177,17 +180,47 @@ def fit_event(
         chi2 = jnp.sum(residuals(e, args) ** 2)
         lam = jnp.zeros_like(chi2)
     else:
+        # The constraint surface m_jj(E) = m0 has one dimension: parametrise it by the log energy ratio
+        # t = ln(E_1 / E_2), with s = ln(E_1 E_2) fixed by the constraint (exactly s = ln(m0^2 / (2 (1 - cos))) for
+        # massless jets; for massive jets a few Newton steps in s from there). The fit is then a one-dimensional
+        # minimisation of chi2(t): BFGS (line search, robust also for m_jj,meas far from m0, where a Newton iteration
+        # on the Lagrange (KKT) system diverges because the Lagrangian's Hessian is indefinite), polished by Newton on
+        # d chi2 / dt = 0 (whose implicit derivative gives the fit's derivatives). The Lagrange multiplier of
+        # g = m_jj - m0 follows from stationarity: lambda = -(grad_E chi2 / 2) . D / (D . D), D = dm_jj / dE.
+        def on_surface(t, a):
+            c, m = a[2], a[3]
+            s0 = jnp.log(a[4].m0 ** 2 / (2.0 * (1.0 - c)))
 
-        def kkt(y, a):
-            e, lam_ = y[:2], y[2]
-            g, dg = jax.value_and_grad(lambda x: a[4].residual(mjj_of(x, a)))(e)
-            return jnp.concatenate([(e - a[0]) / a[1] ** 2 + lam_ * dg, g[None]])
+            def energies(s_):
+                return jnp.exp(0.5 * jnp.stack([s_ + t, s_ - t]))
 
-        # Start on the constraint surface: scaling both energies by k scales a massless m_jj by k.
-        y0 = jnp.concatenate([e_meas * (constraint.m0 / mjj_of(e_meas, args)), jnp.zeros(1, e_meas.dtype)])
-        sol = optx.root_find(kkt, optx.Newton(rtol=rtol, atol=atol), y0, args, max_steps=max_steps, throw=False)
-        e, lam = sol.value[:2], sol.value[2]
-        ok, steps = sol.result == optx.RESULTS.successful, sol.stats["num_steps"]
+            if m is None:
+                return energies(s0)
+
+            def newton(_, s_):
+                val, der = jax.value_and_grad(lambda v: jnp.log(mjj_of(energies(v), a) / a[4].m0))(s_)
+                return s_ - val / der
+
+            return energies(jax.lax.fori_loop(0, _SURFACE_NEWTON_STEPS, newton, s0))
+
+        def chi2_t(t, a):
+            return jnp.sum(((on_surface(t, a) - a[0]) / a[1]) ** 2)
+
+        t0 = jnp.log(e_meas[0] / e_meas[1])
+        sol = optx.minimise(chi2_t, optx.BFGS(rtol=rtol, atol=atol), t0, args, max_steps=max_steps, throw=False)
+        polished = optx.root_find(
+            jax.grad(lambda t, a: 0.5 * chi2_t(t, a)),
+            optx.Newton(rtol=rtol, atol=atol),
+            sol.value,
+            args,
+            max_steps=max_steps,
+            throw=False,
+        )
+        e = on_surface(polished.value, args)
+        ok = polished.result == optx.RESULTS.successful
+        steps = sol.stats["num_steps"] + polished.stats["num_steps"]
+        dm = jax.grad(lambda x: mjj_of(x, args))(e)
+        lam = -jnp.dot((e - e_meas) / sig**2, dm) / jnp.dot(dm, dm)
         d = jax.grad(lambda x: mjj_of(x, args))(e)
         v = sig**2
         vd = v * d
