@@ -166,7 +166,9 @@ def test_chi2_distribution_and_pull_widths(hard):
     assert stats.kstest(fit.chi2, "chi2", args=(fit.ndf,)).pvalue > 0.01
     width = np.std(fit.pulls, axis=0)
     assert np.all(np.abs(width - 1.0) < 0.05), width
-    assert np.all(np.abs(np.mean(fit.pulls, axis=0)) < 0.05)  # 5 standard errors of a unit-width mean
+    # Pull means: 1 / sqrt(5000) = 0.014 standard error, 0.05 = 3.5 of them (measured 0.008 soft, 0.039 hard: the
+    # nonlinearity of m_jj(E) shifts the hard-constraint pulls slightly).
+    assert np.all(np.abs(np.mean(fit.pulls, axis=0)) < 0.05)
     # The fit probability is flat for a correct chi2: its mean is 1/2 with standard error 1 / sqrt(12 n) = 0.004.
     assert abs(np.mean(fit.prob) - 0.5) < 0.02
 
