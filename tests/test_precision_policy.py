@@ -1,4 +1,5 @@
-"""Precision policy: importing surrinf never switches JAX to float64; the simulator runs in float32."""
+"""Precision policy: importing surrinf never switches JAX to float64 nor pyhf away from its numpy backend; the
+simulator runs in float32."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import sys
 
 def test_import_keeps_float32_and_simulator_outputs_float32():
     code = (
-        "import jax, numpy as np\n"
+        "import sys, jax, numpy as np, pyhf\n"
         "import surrinf, surrinf.sim, surrinf.data, surrinf.validation, surrinf.report, surrinf.run, surrinf.cli\n"
-        "import surrinf.inference, surrinf.generators, surrinf.unfolding\n"
+        "import surrinf.inference, surrinf.generators, surrinf.unfolding, surrinf.kinfit, surrinf.sensitivity\n"
         "assert not jax.config.jax_enable_x64\n"
+        "assert pyhf.tensorlib.name == 'numpy' and 'pyhf.tensor.jax_backend' not in sys.modules\n"
         "cal = surrinf.sim.calorimeter('default')\n"
         "with jax.enable_x64(True):\n"  # inside a float64 region the simulator still runs in float32
         "    b64 = cal.simulate(jax.random.key(0), np.array([10.0]))\n"
