@@ -128,7 +128,9 @@ def test_validate_writes_report_directory(tmp_path, capsys):
 
 def test_validate_bad_input(tmp_path, capsys):
     ref = tmp_path / "ref.h5"
-    main(["simulate", "--n", "100", "--out", str(ref), "--quiet"])
+    # validate stops when it reads the candidate (another geometry), so the size of the reference does not matter:
+    # 50 showers as in test_info (the same compiled simulation batch)
+    main(["simulate", "--n", "50", "--out", str(ref), "--quiet"])
     other = tmp_path / "ds2.h5"  # another geometry (6480 voxels); the content does not matter
     ds2 = get_geometry("ds2")
     write_showers(other, ShowerData.from_gev(np.full(10, 10.0), np.zeros((10, ds2.n_voxels)), geometry=ds2))

@@ -177,7 +177,7 @@ def test_deterministic_and_independent_of_chunking():
     energies = np.geomspace(1.0, 1000.0, 40)
     a = cal.simulate(jax.random.key(7), energies).showers
     b = cal.simulate(jax.random.key(7), energies, chunk_size=16).showers  # 3 chunks, the last one padded
-    c = cal.simulate(jax.random.key(7), energies[:16]).showers  # same batch shape as a chunk of b: one compile less
+    c = cal.simulate(jax.random.key(7), energies[:16]).showers  # padded to the batch shape of a: one compile less
     d = cal.simulate(jax.random.key(8), energies).showers
     assert np.array_equal(a, b) and np.array_equal(a[:16], c)
     assert not np.array_equal(a, d)

@@ -35,6 +35,7 @@ validation loss and ``val_wasserstein`` are informative only. Judge a GAN with t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import warnings
@@ -289,10 +290,19 @@ def gan_optimizer(
         if lrs[name] is None or not (math.isfinite(lrs[name]) and lrs[name] > 0):
             raise ValueError(f"gan_optimizer needs {name} > 0 in config or a learning_rate > 0, got {lrs[name]!r}")
     b1, b2 = cfg["betas"]
+    return _gan_optimizer(lrs["learning_rate_generator"], lrs["learning_rate_critic"], b1, b2, cfg["n_critic"])
+
+
+@functools.lru_cache(maxsize=64)
+def _gan_optimizer(
+    lr_generator: float, lr_critic: float, b1: float, b2: float, n_critic: int
+) -> optax.GradientTransformation:
+    """:func:`gan_optimizer` of checked settings; equal settings give the same (stateless) object, so that fits with
+    equal settings reuse the trainer's compiled step."""
     generator = optax.MultiSteps(
-        optax.adam(lrs["learning_rate_generator"], b1=b1, b2=b2), every_k_schedule=cfg["n_critic"]
+        optax.adam(lr_generator, b1=b1, b2=b2), every_k_schedule=n_critic
     ).gradient_transformation()
-    critic = optax.adam(lrs["learning_rate_critic"], b1=b1, b2=b2)
+    critic = optax.adam(lr_critic, b1=b1, b2=b2)
     return optax.multi_transform(
         {"generator": generator, "critic": critic, "frozen": optax.set_to_zero()}, _param_labels
     )

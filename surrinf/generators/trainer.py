@@ -24,6 +24,7 @@ considers them; that extra evaluation is not part of the checkpointed state, and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -176,8 +177,10 @@ def make_schedule(config: TrainConfig) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), optax.constant_schedule(lr)], [warm])
 
 
+@functools.lru_cache(maxsize=64)
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """``chain(clip_by_global_norm, adam/adamw(schedule))`` of ``config``."""
+    """``chain(clip_by_global_norm, adam/adamw(schedule))`` of ``config``. Equal configs give the same (stateless)
+    object, so that :func:`train` runs with equal configs reuse the compiled training step."""
     parts = []
     if config.grad_clip:
         parts.append(optax.clip_by_global_norm(config.grad_clip))
@@ -318,6 +321,28 @@ def _peek_checkpoint(ckpt: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- train
 
 
+# The compiled steps are module-level with the loss function and the optimiser as static arguments (a jitted closure
+# inside train() would be compiled anew by every call): runs with the same model structure, loss function, optimiser
+# object (make_optimizer returns the same one for equal configs) and batch shapes share one compilation.
+
+
+@eqx.filter_jit
+def _train_step(params, static, opt_state, batch, root, step, loss_fn: LossFn, opt: optax.GradientTransformation):
+    step_key = jax.random.fold_in(root, step)
+
+    def objective(p):
+        return _split_loss(loss_fn(eqx.combine(p, static), batch, step_key))
+
+    (loss, aux), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return eqx.apply_updates(params, updates), opt_state, loss, aux
+
+
+@eqx.filter_jit
+def _eval_step(params, static, batch, root, j, loss_fn: LossFn):
+    return _split_loss(loss_fn(eqx.combine(params, static), batch, jax.random.fold_in(root, j)))
+
+
 def train(
     model: Any,
     loss_fn: LossFn,
@@ -396,26 +421,11 @@ def train(
     perm_root = jax.random.fold_in(key, _TAG_PERM)
     val_root = jax.random.fold_in(key, _TAG_VAL)
 
-    @eqx.filter_jit
-    def train_step(params, static, opt_state, batch, root, step):
-        step_key = jax.random.fold_in(root, step)
-
-        def objective(p):
-            return _split_loss(loss_fn(eqx.combine(p, static), batch, step_key))
-
-        (loss, aux), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return eqx.apply_updates(params, updates), opt_state, loss, aux
-
-    @eqx.filter_jit
-    def eval_step(params, static, batch, root, j):
-        return _split_loss(loss_fn(eqx.combine(params, static), batch, jax.random.fold_in(root, j)))
-
     def evaluate(p: Any) -> tuple[float, dict[str, float]]:
         outs = []
         for j, start in enumerate(range(0, n_val, ebs)):
             rows = val_idx[start : start + ebs]
-            outs.append((len(rows), eval_step(p, static_dev, put_rows(rows), val_root, np.uint32(j))))
+            outs.append((len(rows), _eval_step(p, static_dev, put_rows(rows), val_root, np.uint32(j), loss_fn)))
         host = jax.device_get([o for _, o in outs])
         weights = np.array([n for n, _ in outs], dtype=np.float64) / n_val
         loss = float(np.sum(weights * np.array([float(lo) for lo, _ in host])))
@@ -530,8 +540,8 @@ def train(
     try:
         while step < config.max_steps and not stopped:
             s = step
-            params, opt_state, loss, aux = train_step(
-                params, static_dev, opt_state, put_rows(batch_rows(s)), step_root, np.uint32(s)
+            params, opt_state, loss, aux = _train_step(
+                params, static_dev, opt_state, put_rows(batch_rows(s)), step_root, np.uint32(s), loss_fn, opt
             )
             step = s + 1
             window.append((loss, aux))

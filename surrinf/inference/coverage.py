@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -211,6 +212,49 @@ class CoverageStudy:
         return fig
 
 
+@eqx.filter_jit
+def _coverage_posteriors(
+    density: Any,
+    prior: BoxPrior,
+    e_j: jax.Array,
+    taus_j: jax.Array,
+    xs: jax.Array,
+    keys: jax.Array,
+    th: jax.Array,
+    n_draws: int,
+    batch_size: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Posterior CDF at the truth (M, T, P), Kish ESS (M, T) and joint credibility of the truth (M, T) of every
+    experiment (data xs (M, N, D), keys (M,), truths th (M, P)) at every tau of taus_j (T,). Module-level (the
+    density's and prior's arrays are arguments, the rest static), so repeated studies with the same shapes, as
+    :func:`coverage_tau` followed by :func:`run_coverage`, compile once."""
+
+    def one(args):
+        x, key, th_true = args
+
+        def logpost(z, tau):
+            return log_posterior_unconstrained(density, prior, x, e_j, z, tau)
+
+        # One full search at the largest tau, then a few refinement steps per tau (the mode moves little).
+        z0, _ = _maximise(lambda z: logpost(z, taus_j.max()), jnp.zeros(prior.dim))
+        z_true = prior.to_unconstrained(th_true)
+
+        def per_tau(tau, k):
+            z_map, h = _maximise(lambda z: logpost(z, tau), z0, _REFINE_STEPS)
+            z, w, ess, log_p = _importance(lambda z: logpost(z, tau), k, z_map, h, n_draws, 5.0, 1.2, 256)
+            th = prior.from_unconstrained(z)
+            cdf = jnp.sum(w[:, None] * (th < th_true[None, :]), axis=0)
+            # Joint credibility of the truth: posterior mass where the theta-space density exceeds the truth's.
+            dens = log_p - prior.log_density_unconstrained(z)
+            dens_true = logpost(z_true, tau) - prior.log_density_unconstrained(z_true)
+            return cdf, ess, jnp.sum(w * (dens > dens_true))
+
+        # Common random numbers: every tau uses the same draws, so differences between rules are not MC noise.
+        return jax.vmap(per_tau, in_axes=(0, None))(taus_j, key)
+
+    return jax.lax.map(one, (xs, keys, th), batch_size=batch_size)
+
+
 def run_coverage(
     density: Any,
     reference: Any,
@@ -249,36 +293,10 @@ def run_coverage(
     with jax.enable_x64(True):
         e_j = jnp.asarray(e, jnp.float32)
         taus_j = jnp.asarray(list(tau_map.values()))
-
-        def one(args):
-            x, key, th_true = args
-
-            def logpost(z, tau):
-                return log_posterior_unconstrained(density, prior, x, e_j, z, tau)
-
-            # One full search at the largest tau, then a few refinement steps per tau (the mode moves little).
-            z0, _ = _maximise(lambda z: logpost(z, taus_j.max()), jnp.zeros(prior.dim))
-            z_true = prior.to_unconstrained(th_true)
-
-            def per_tau(tau, k):
-                z_map, h = _maximise(lambda z: logpost(z, tau), z0, _REFINE_STEPS)
-                z, w, ess, log_p = _importance(lambda z: logpost(z, tau), k, z_map, h, n_draws, 5.0, 1.2, 256)
-                th = prior.from_unconstrained(z)
-                cdf = jnp.sum(w[:, None] * (th < th_true[None, :]), axis=0)
-                # Joint credibility of the truth: posterior mass where the theta-space density exceeds the truth's.
-                dens = log_p - prior.log_density_unconstrained(z)
-                dens_true = logpost(z_true, tau) - prior.log_density_unconstrained(z_true)
-                return cdf, ess, jnp.sum(w * (dens > dens_true))
-
-            # Common random numbers: every tau uses the same draws, so differences between rules are not MC noise.
-            return jax.vmap(per_tau, in_axes=(0, None))(taus_j, key)
-
-        @jax.jit
-        def run(xs, keys, th):
-            return jax.lax.map(one, (xs, keys, th), batch_size=batch_size)
-
         keys = jax.vmap(lambda m: jax.random.fold_in(k_post, m))(jnp.arange(n_experiments))
-        cdf, ess, hpd = run(jnp.asarray(xs, jnp.float32), keys, jnp.asarray(theta))
+        cdf, ess, hpd = _coverage_posteriors(
+            density, prior, e_j, taus_j, jnp.asarray(xs, jnp.float32), keys, jnp.asarray(theta), n_draws, batch_size
+        )
         # (M, T, ...) -> (T, M, ...)
         cdfs, esss, hpds = (np.moveaxis(np.asarray(a), 1, 0) for a in (cdf, ess, hpd))
     return CoverageStudy(

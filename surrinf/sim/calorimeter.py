@@ -46,6 +46,9 @@ ENERGY_RANGE_GEV = (0.1, 10_000.0)
 
 _N_DEPTH_NODES = 4
 _N_AZIMUTH = 32
+#: Smallest compiled batch: shorter runs are padded to it (simulating a few dozen showers takes milliseconds,
+#: a compilation seconds).
+_MIN_BATCH = 64
 
 
 class DetectorParams(NamedTuple):
@@ -267,11 +270,6 @@ class Calorimeter:
         noise = sigma_n * jax.random.normal(k_noise, voxels.shape)
         return ShowerBatch(voxels + noise, visible.sum(), visible[-1], leaked_lateral, t_max, alpha)
 
-    @partial(jax.jit, static_argnums=(0, 6))
-    def _batch(self, key, index, energies, theta, offsets, displaced: bool) -> ShowerBatch:
-        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
-        return jax.vmap(lambda k, e, t, o: self._one_shower(k, e, t, o, displaced))(keys, energies, theta, offsets)
-
     # ------------------------------------------------------------------ public API
     def auto_chunk_size(self, displaced: bool = False) -> int:
         """Showers per compiled batch, keeping the per-batch working set near 200 MB (the displaced-beam
@@ -339,15 +337,19 @@ class Calorimeter:
         if chunk < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         n = e.size
+        # Every batch is padded to the chunk size or, for a run shorter than a chunk, to the next power of two (at
+        # least _MIN_BATCH), so that runs of different lengths share a few compiled batch shapes (a compilation
+        # takes seconds; the padding rows, simulated and dropped, milliseconds). Shower i depends only on
+        # fold_in(key, i) and its inputs, as for any chunking.
+        size = min(chunk, max(_MIN_BATCH, 1 << max(n - 1, 0).bit_length()))
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
-            size = stop - start if n <= chunk else chunk  # pad the last chunk: one compilation
             idx = np.arange(start, start + size)
             sl = np.minimum(idx, n - 1)
             # float32 by the precision policy, also when called inside jax.enable_x64(True): a trace under float64
             # would also poison the jit cache for later float32 calls.
             with jax.enable_x64(False):
-                out = self._batch(key, jnp.asarray(idx, dtype=jnp.uint32), e[sl], t[sl], o[sl], displaced)
+                out = _batch(self._kernel_key, key, jnp.asarray(idx, dtype=jnp.uint32), e[sl], t[sl], o[sl], displaced)
                 batch = ShowerBatch(*(np.asarray(x)[: stop - start] for x in out))
             yield batch
 
@@ -387,22 +389,43 @@ class Calorimeter:
         so this is the mean of :meth:`simulate` computed without them."""
         e, t, _, _ = self._prepare(np.array([energy_gev]), None, None)
         with jax.enable_x64(False):
-            return np.asarray(self._expected(key, jnp.float32(e[0]), jnp.asarray(t[0]), int(n_draws)))
+            return np.asarray(_expected(self._kernel_key, key, jnp.float32(e[0]), jnp.asarray(t[0]), int(n_draws)))
 
-    @partial(jax.jit, static_argnums=(0, 4))
-    def _expected(self, key, energy, theta, n_draws):
-        tb = self._tables
-        params = gflash.longitudinal_params(energy, self.material)
-        u = jax.random.normal(key, (n_draws, 2))
+    @property
+    def _kernel_key(self) -> tuple[Geometry, Material]:
+        """Static argument of the compiled kernels: they depend on the geometry and material only (theta is an
+        argument), and both compare by value, so every calorimeter with this geometry and material (each
+        ``calorimeter("default")``, whatever its params) reuses the same compilations."""
+        return (self.geometry, self.material)
 
-        def one(u_pair):
-            t_max, alpha = gflash.draw_t_alpha(params, u_pair[0], u_pair[1])
-            de = jnp.maximum(jnp.diff(gflash.gamma_cdf(jnp.asarray(tb["t_slices"]), t_max, alpha)), 0.0) * energy
-            prob = self._cell_probabilities_axial(energy, t_max, alpha)
-            cells = (theta[0] * self.material.sampling_fraction * de[:-1])[:, None, None] * prob
-            return cells.reshape(-1)[jnp.asarray(tb["gather"])]
 
-        return jax.lax.map(one, u, batch_size=256).mean(axis=0)
+# ---------------------------------------------------------------------- compiled kernels
+# Module-level, with (geometry, material) as a static argument compared by value: a jitted method with ``self``
+# static would be keyed by the instance, and every new Calorimeter would compile its kernels again.
+
+
+@partial(jax.jit, static_argnums=(0, 6))
+def _batch(kernel_key, key, index, energies, theta, offsets, displaced: bool) -> ShowerBatch:
+    cal = Calorimeter(*kernel_key)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+    return jax.vmap(lambda k, e, t, o: cal._one_shower(k, e, t, o, displaced))(keys, energies, theta, offsets)
+
+
+@partial(jax.jit, static_argnums=(0, 4))
+def _expected(kernel_key, key, energy, theta, n_draws):
+    cal = Calorimeter(*kernel_key)
+    tb = cal._tables
+    params = gflash.longitudinal_params(energy, cal.material)
+    u = jax.random.normal(key, (n_draws, 2))
+
+    def one(u_pair):
+        t_max, alpha = gflash.draw_t_alpha(params, u_pair[0], u_pair[1])
+        de = jnp.maximum(jnp.diff(gflash.gamma_cdf(jnp.asarray(tb["t_slices"]), t_max, alpha)), 0.0) * energy
+        prob = cal._cell_probabilities_axial(energy, t_max, alpha)
+        cells = (theta[0] * cal.material.sampling_fraction * de[:-1])[:, None, None] * prob
+        return cells.reshape(-1)[jnp.asarray(tb["gather"])]
+
+    return jax.lax.map(one, u, batch_size=256).mean(axis=0)
 
 
 #: Material of each named geometry.

@@ -84,17 +84,31 @@ def _cdf_distances(values: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> tuple[
     values: (K,) sorted support; wa, wb: (B, K) non-negative weights, each row summing to 1. W1 is the
     integral and D the maximum of |F - G| over the support (exact for empirical distributions; at tied
     values only the last position counts for D)."""
-    diff = np.cumsum(wa - wb, axis=1)[:, :-1]  # F - G just after each support value
+    return _signed_cdf_distances(values, wa - wb)
+
+
+def _signed_cdf_distances(values: np.ndarray, dw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_cdf_distances` from the signed weights dw = wa - wb (B, K); dw is overwritten."""
+    diff = np.cumsum(dw, axis=1, out=dw)[:, :-1]  # F - G just after each support value
     gaps = np.diff(values)
-    w1 = np.abs(diff) @ gaps
-    d = np.max(np.where(gaps > 0, np.abs(diff), 0.0), axis=1, initial=0.0)
+    adiff = np.abs(diff)
+    w1 = adiff @ gaps
+    if not np.all(gaps > 0):  # tied support values: only the last position of a tie counts for D
+        adiff = np.where(gaps > 0, adiff, 0.0)
+    d = np.max(adiff, axis=1, initial=0.0)
     return w1, d
+
+
+def _bootstrap_counts(rng: np.random.Generator, n: int, n_draws: int, b: int) -> np.ndarray:
+    """(b, n) multiplicities of ``n_draws`` draws with replacement from n points."""
+    idx = rng.integers(0, n, (b, n_draws))
+    idx += (np.arange(b) * n)[:, None]
+    return np.bincount(idx.ravel(), minlength=b * n).reshape(b, n)
 
 
 def _bootstrap_weights(rng: np.random.Generator, n: int, n_draws: int, b: int) -> np.ndarray:
     """(b, n) weights of ``n_draws`` draws with replacement from n points, each row summing to 1."""
-    idx = rng.integers(0, n, (b, n_draws)) + (np.arange(b) * n)[:, None]
-    return np.bincount(idx.ravel(), minlength=b * n).reshape(b, n) / n_draws
+    return _bootstrap_counts(rng, n, n_draws, b) / n_draws
 
 
 def _merged(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -181,22 +195,20 @@ def compare_1d(
     rng = np.random.default_rng(seed)
     ks = stats.ks_2samp(r, c)
     # Bootstrap resamples as multinomial weights on the fixed sorted support: no re-sorting.
-    # Weights live in the index space of concat(r, c); row 0 holds the samples themselves.
+    # Signed weights w_r - w_c live in the index space of concat(r, c): columns < n belong to r, the others to c,
+    # so one array holds both (the difference is exact); row 0 holds the samples themselves.
     values, order = _merged(r, c)
-    w_r = np.zeros((n_bootstrap + 1, n + m))
-    w_c = np.zeros((n_bootstrap + 1, n + m))
-    w_r[0, :n], w_c[0, n:] = 1.0 / n, 1.0 / m
-    w_r[1:, :n] = _bootstrap_weights(rng, n, n, n_bootstrap)
-    w_c[1:, n:] = _bootstrap_weights(rng, m, m, n_bootstrap)
-    w_all = _cdf_distances(values, w_r[:, order], w_c[:, order])[0]
+    dw = np.empty((n_bootstrap + 1, n + m))
+    dw[0, :n], dw[0, n:] = 1.0 / n, -1.0 / m
+    np.divide(_bootstrap_counts(rng, n, n, n_bootstrap), n, out=dw[1:, :n])
+    np.divide(_bootstrap_counts(rng, m, m, n_bootstrap), -m, out=dw[1:, n:])
+    w_all = _signed_cdf_distances(values, dw[:, order])[0]
     w1, boot = float(w_all[0]), w_all[1:]
     # Floor: pairs of samples of sizes (n, m) drawn from the reference.
     perm = np.argsort(r, kind="stable")
-    floor = _cdf_distances(
-        r[perm],
-        _bootstrap_weights(rng, n, n, n_bootstrap)[:, perm],
-        _bootstrap_weights(rng, n, m, n_bootstrap)[:, perm],
-    )[0]
+    dw_floor = _bootstrap_weights(rng, n, n, n_bootstrap)
+    dw_floor -= _bootstrap_weights(rng, n, m, n_bootstrap)
+    floor = _signed_cdf_distances(r[perm], dw_floor[:, perm])[0]
     d_crit = ks_critical(n_practical, alpha=alpha)
     if ks.pvalue >= alpha:
         verdict = CONSISTENT
