@@ -27,6 +27,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from surrinf.generators import TrainConfig, load, save
 from surrinf.kinfit import (
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ).save(out, "kinfit_jes")
 
     # 5. figures: measured bias vs E (eta = 0); m_jj before / after with the reference and each surrogate
-    fig, ax = new_figure(1, figsize=(6, 4))
+    fig, ax = new_figure(1, figsize=(10, 7))
     for label, bias in biases.items():
         for k, h in enumerate(bias.eta):
             ax.errorbar(
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set(xscale="log", xlabel="E_true [GeV]", ylabel="<E_sur> / <E_ref> - 1 [%]", title="Surrogate jet-energy bias")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize="small")
     save_figure(fig, out / "kinfit_bias.png")
     first_name, first = next(iter(constraints(args.sigma_prior).items()))
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, surrogate in surrogates.items():
         e_sur = measure_jets(jax.random.fold_in(root, 5), events.e, events.eta, surrogate, calibration=reference)
         fits[label] = kinfit(e_sur, reference, cos, first, masses)
-    fig, axes = new_figure(1, figsize=(10, 4), ncols=2)
+    fig, axes = new_figure(1, figsize=(16, 6.5), ncols=2)
     bins = np.linspace(M0 - 15, M0 + 15, 121)
     titles = ("before the fit", f"after the fit ({first_name})")
     for ax, attr, title in zip(axes, ("mjj_measured", "mjj"), titles, strict=True):
