@@ -219,9 +219,8 @@ def fit_event(
         e = on_surface(polished.value, args)
         ok = polished.result == optx.RESULTS.successful
         steps = sol.stats["num_steps"] + polished.stats["num_steps"]
-        dm = jax.grad(lambda x: mjj_of(x, args))(e)
-        lam = -jnp.dot((e - e_meas) / sig**2, dm) / jnp.dot(dm, dm)
-        d = jax.grad(lambda x: mjj_of(x, args))(e)
+        d = jax.grad(lambda x: mjj_of(x, args))(e)  # D = dm_jj / dE at the solution
+        lam = -jnp.dot((e - e_meas) / sig**2, d) / jnp.dot(d, d)
         v = sig**2
         vd = v * d
         cov = jnp.diag(v) - jnp.outer(vd, vd) / jnp.dot(d, vd)
