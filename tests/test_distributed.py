@@ -3,7 +3,7 @@ bitwise, float results to float32 rounding: XLA CPU vectorises differently for d
 
 JAX fixes its device count when the backend starts, so the 4-device checks run in one subprocess with
 ``--xla_force_host_platform_device_count=4``. Data-parallel training on several devices is already covered by
-tests/test_trainer.py::test_data_parallel_matches_single_device (2 devices)."""
+tests/test_trainer.py::test_data_parallel_matches_single_device (4 devices)."""
 
 from __future__ import annotations
 

@@ -251,7 +251,7 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
     import equinox as eqx, jax, jax.numpy as jnp, numpy as np
     from surrinf.generators.trainer import TrainConfig, train
 
-    assert len(jax.devices()) == 2, jax.devices()
+    assert len(jax.devices()) == 4, jax.devices()
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (256, 3)).astype(np.float32)
     data = {"x": x, "y": np.sin(x.sum(1, keepdims=True)).astype(np.float32)}
@@ -264,18 +264,18 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
     cfg = TrainConfig(batch_size=32, max_steps=100, learning_rate=3e-3, val_fraction=0.2, eval_every=25,
                       eval_batch_size=16, log_every=25)
     one = train(model, mse, data, jax.random.PRNGKey(1), cfg, progress=False, devices=jax.devices()[:1])
-    two = train(model, mse, data, jax.random.PRNGKey(1), cfg, progress=False)
+    four = train(model, mse, data, jax.random.PRNGKey(1), cfg, progress=False)
     for a, b in zip(jax.tree.leaves(eqx.filter(one.model, eqx.is_array)),
-                    jax.tree.leaves(eqx.filter(two.model, eqx.is_array)), strict=True):
+                    jax.tree.leaves(eqx.filter(four.model, eqx.is_array)), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-    assert one.best_step == two.best_step
-    np.testing.assert_allclose(one.best_val_loss, two.best_val_loss, rtol=1e-5)
+    assert one.best_step == four.best_step
+    np.testing.assert_allclose(one.best_val_loss, four.best_val_loss, rtol=1e-5)
     try:
         train(model, mse, data, jax.random.PRNGKey(1), TrainConfig(batch_size=15, max_steps=5), progress=False)
     except ValueError as e:
         assert "divisible" in str(e), e
     else:
-        raise AssertionError("odd batch size accepted on 2 devices")
+        raise AssertionError("a batch size not divisible by 4 accepted on 4 devices")
     print("DATA-PARALLEL-OK")
     """
 )
@@ -283,7 +283,7 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
 
 def test_data_parallel_matches_single_device():
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
