@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
@@ -25,3 +30,24 @@ def tiny_showers():
     showers.setflags(write=False)
     energies.setflags(write=False)
     return geo, showers, energies
+
+
+@pytest.fixture
+def run_with_cpu_devices():
+    """``run(script, n_devices) -> stdout``: run Python source in a fresh interpreter whose JAX sees ``n_devices`` CPU
+    devices (JAX fixes its device count when its backend starts, hence the subprocess); asserts a zero exit status."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(script: str, n_devices: int) -> str:
+        env = dict(os.environ)
+        flag = f"--xla_force_host_platform_device_count={n_devices}"
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
+        env["JAX_PLATFORMS"] = "cpu"
+        env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")])
+        proc = subprocess.run(
+            [sys.executable, "-c", script], env=env, cwd=repo, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    return run

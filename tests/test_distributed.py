@@ -7,11 +7,7 @@ tests/test_trainer.py::test_data_parallel_matches_single_device (4 devices)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -20,8 +16,6 @@ import numpy as np
 import pytest
 
 from surrinf.distributed import device_mesh, sharded_map, sharded_pseudo_experiments, sharded_sample
-
-REPO = Path(__file__).resolve().parents[1]
 
 COMMON = textwrap.dedent(
     """
@@ -119,16 +113,9 @@ MULTI_DEVICE_SCRIPT = COMMON + textwrap.dedent(
 )
 
 
-def test_four_devices_match_single_device():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, "-c", MULTI_DEVICE_SCRIPT], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1] == "ok", proc.stdout[-2000:]
+def test_four_devices_match_single_device(run_with_cpu_devices):
+    out = run_with_cpu_devices(MULTI_DEVICE_SCRIPT, 4)
+    assert out.strip().splitlines()[-1] == "ok", out[-2000:]
 
 
 # --- in-process: this process has whatever devices JAX started with (1 CPU device in the test suite)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -18,8 +15,6 @@ import pytest
 
 from surrinf.generators import serialization, trainer
 from surrinf.generators.trainer import TrainConfig, train, train_val_split
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class Gaussian(eqx.Module):
@@ -281,16 +276,8 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
 )
 
 
-def test_data_parallel_matches_single_device():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, "-c", DATA_PARALLEL_SCRIPT], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "DATA-PARALLEL-OK" in proc.stdout
+def test_data_parallel_matches_single_device(run_with_cpu_devices):
+    assert "DATA-PARALLEL-OK" in run_with_cpu_devices(DATA_PARALLEL_SCRIPT, 4)
 
 
 def test_deterministic_given_key():
