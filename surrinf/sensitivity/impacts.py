@@ -48,6 +48,7 @@ import pyhf
 from matplotlib.figure import Figure
 
 from surrinf.report import Measurement, Table, hep_style, new_figure, save_figure
+from surrinf.sensitivity.backend import pyhf_backend
 
 __all__ = [
     "FitResult",
@@ -71,14 +72,11 @@ WorkspaceLike = pyhf.Workspace | Mapping[str, Any]
 # ---------------------------------------------------------------------------------------------- backend and model
 @contextlib.contextmanager
 def _numpy_minuit() -> Iterator[None]:
-    """pyhf's numpy backend (float64) with the minuit optimizer inside the block; the previous backend and optimizer
-    are restored afterwards (JAX is not touched)."""
-    previous = pyhf.get_backend()
-    pyhf.set_backend(pyhf.tensor.numpy_backend(precision="64b"), pyhf.optimize.minuit_optimizer(verbose=0))
-    try:
+    """pyhf's numpy backend (float64) with the minuit optimizer inside the block; :func:`pyhf_backend` restores the
+    previous backend and optimizer afterwards (JAX is not touched by the numpy backend)."""
+    with pyhf_backend("numpy"):
+        pyhf.set_backend(pyhf.tensorlib, pyhf.optimize.minuit_optimizer(verbose=0))
         yield
-    finally:
-        pyhf.set_backend(*previous)
 
 
 def _as_workspace(workspace: Any) -> pyhf.Workspace:
