@@ -22,8 +22,6 @@ Writes calibration_{coverage,temperatures,posterior}.{md,csv,tex,json}, figures 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -51,8 +49,9 @@ from surrinf.inference import (
     save_inference_data,
     save_summary_flow,
 )
-from surrinf.report import Table, provenance, write_provenance
+from surrinf.report import Table
 from surrinf.report.figure import save_figure
+from surrinf.report.study import StudyRun, parse_study_args, study_parser
 from surrinf.sim import calorimeter
 
 BEAM_ENERGIES_GEV = (10.0, 20.0, 50.0, 100.0)
@@ -63,10 +62,9 @@ def beam(n: int) -> np.ndarray:
     return np.resize(np.repeat(BEAM_ENERGIES_GEV, -(-n // len(BEAM_ENERGIES_GEV))), n).astype(np.float64)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config", default=None, help="JSON file overriding the options below (same names)")
+def build_parser() -> argparse.ArgumentParser:
+    """The study's options (with the common --seed, --config, --out of :func:`surrinf.report.study.study_parser`)."""
+    p = study_parser(__doc__)
     p.add_argument("--m", type=int, default=200, help="pseudo-experiments of the coverage study")
     p.add_argument("--m-cal", type=int, default=200, help="pseudo-experiments calibrating the coverage rule")
     p.add_argument("--n-cov", type=int, default=200, help="events per pseudo-experiment")
@@ -79,14 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bias", type=float, default=0.003, help="response-scale error of the imperfect surrogate")
     p.add_argument("--draws", type=int, default=250, help="importance draws per coverage posterior")
     p.add_argument("--work", default="runs/calibration", help="cache of the trained flow")
-    p.add_argument("--out", default="docs/results")
-    args = p.parse_args(argv)
-    if args.config:
-        for k, v in json.loads(Path(args.config).read_text()).items():
-            if not hasattr(args, k):
-                raise SystemExit(f"--config: unknown option {k!r}")
-            setattr(args, k, v)
-    t0 = time.perf_counter()
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_study_args(build_parser(), argv)
+    run = StudyRun()
     out, work = Path(args.out), Path(args.work)
     root = jax.random.key(args.seed)
     prior = default_prior()
@@ -198,12 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     save_figure(plot_trace(post), out / "calibration_trace.png")
     save_figure(plot_corner(post, truth=theta_star), out / "calibration_corner.png")
     save_inference_data(post, work / "calibration_posterior.nc")
-    info = provenance({**vars(args), "command": " ".join(sys.argv)}, seed=args.seed)
-    info["wall_s"] = time.perf_counter() - t0
-    info["sbc_figures"] = {f"calibration_sbc_{i}.png": label for i, label in enumerate(figures)}
-    info["diagnostic_warnings"] = list(diag.warnings)
-    write_provenance(out / "calibration_provenance.json", info)
-    print(f"done in {time.perf_counter() - t0:.0f} s")
+    run.finish(
+        out,
+        "calibration",
+        args,
+        sbc_figures={f"calibration_sbc_{i}.png": label for i, label in enumerate(figures)},
+        diagnostic_warnings=list(diag.warnings),
+    )
+    print(f"done in {run.elapsed():.0f} s")
     return 0
 
 

@@ -20,8 +20,6 @@ kinfit_mjj.png, kinfit_bias.png, kinfit_provenance.json.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -47,7 +45,8 @@ from surrinf.kinfit import (
     opening_cosine,
     propagate_shift,
 )
-from surrinf.report import Table, new_figure, provenance, save_figure, write_provenance
+from surrinf.report import Table, new_figure, save_figure
+from surrinf.report.study import StudyRun, parse_study_args, study_parser
 
 M0, GAMMA = 91.1876, 2.4952  # Z pole mass and width [GeV] (PDG)
 
@@ -60,10 +59,9 @@ def constraints(sigma_prior: float) -> dict[str, object]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config", default=None, help="JSON file overriding the options below (same names)")
+def build_parser() -> argparse.ArgumentParser:
+    """The study's options (with the common --seed, --config, --out of :func:`surrinf.report.study.study_parser`)."""
+    p = study_parser(__doc__)
     p.add_argument("--events", default=None, help="HDF5 dijet file (studies/pythia_dijets.py); default: parametric")
     p.add_argument("--n-events", type=int, default=200_000, help="parametric resonance events")
     p.add_argument("--n-train", type=int, default=400_000, help="jets to train the surrogate on")
@@ -78,14 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sigma-prior", type=float, default=2.5, help="width of the Gaussian mass prior [GeV]")
     p.add_argument("--massive", action="store_true", help="fit with the jet masses fixed (default: massless jets)")
     p.add_argument("--work", default="runs/kinfit")
-    p.add_argument("--out", default="docs/results")
-    args = p.parse_args(argv)
-    if args.config:
-        for k, v in json.loads(Path(args.config).read_text()).items():
-            if not hasattr(args, k):
-                raise SystemExit(f"--config: unknown option {k!r}")
-            setattr(args, k, v)
-    t0 = time.perf_counter()
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_study_args(build_parser(), argv)
+    run = StudyRun()
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     root = jax.random.key(args.seed)
@@ -164,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         cmp.resolution[stage],
                     ]
                 )
-            print(f"{label} / {name}: done ({time.perf_counter() - t0:.0f} s)")
+            print(f"{label} / {name}: done ({run.elapsed():.0f} s)")
 
     # 1 % jet-energy-scale shift: same events and random numbers, refit vs fit Jacobian
     jes_rows = []
@@ -246,11 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.legend(fontsize="small")
     save_figure(fig, out / "kinfit_mjj.png")
 
-    write_provenance(
-        out / "kinfit_provenance.json",
-        provenance({"argv": sys.argv, **vars(args), "wall_s": round(time.perf_counter() - t0, 1)}, seed=args.seed),
-    )
-    print(f"done in {time.perf_counter() - t0:.0f} s -> {out}")
+    run.finish(out, "kinfit", args)
+    print(f"done in {run.elapsed():.0f} s -> {out}")
     return 0
 
 

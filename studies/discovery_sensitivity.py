@@ -21,9 +21,6 @@ sensitivity_provenance.json.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 from pathlib import Path
 
 import jax
@@ -37,7 +34,8 @@ from surrinf.kinfit import (
     generate_parametric,
     measure_jets,
 )
-from surrinf.report import Table, new_figure, provenance, save_figure, write_provenance
+from surrinf.report import Table, new_figure, save_figure
+from surrinf.report.study import StudyRun, parse_study_args, study_parser
 from surrinf.sensitivity import Sample, build_workspace, discovery_significance, impacts, plot_ranking, yields
 
 
@@ -46,10 +44,9 @@ def mjj_counts(events, e_meas: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.histogram(events.with_energies(e_meas).mjj(), bins=edges)[0].astype(np.float64)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config", default=None, help="JSON file overriding the options below (same names)")
+def build_parser() -> argparse.ArgumentParser:
+    """The study's options (with the common --seed, --config, --out of :func:`surrinf.report.study.study_parser`)."""
+    p = study_parser(__doc__)
     p.add_argument("--n-signal", type=int, default=200_000, help="simulated signal events")
     p.add_argument("--n-background", type=int, default=1_000_000, help="simulated QCD events")
     p.add_argument("--signal-per-fb", type=float, default=150.0, help="signal events per fb^-1 in the acceptance")
@@ -64,14 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="surrogate training steps (default: the package default)")
     p.add_argument("--surrogate", default=None, help="directory of a saved JetResponseFlow")
     p.add_argument("--work", default="runs/kinfit")
-    p.add_argument("--out", default="docs/results")
-    args = p.parse_args(argv)
-    if args.config:
-        for k, v in json.loads(Path(args.config).read_text()).items():
-            if not hasattr(args, k):
-                raise SystemExit(f"--config: unknown option {k!r}")
-            setattr(args, k, v)
-    t0 = time.perf_counter()
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_study_args(build_parser(), argv)
+    run = StudyRun()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     root = jax.random.key(args.seed)
@@ -89,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             jax.random.fold_in(jax.random.key(0), 3), reference, train.e.ravel(), train.eta.ravel(), train_config=tc
         )
         save(surrogate, model_dir, surrogate.config(), metadata={"study": "discovery_sensitivity"})
-    print(f"surrogate: {model_dir} ({time.perf_counter() - t0:.0f} s)")
+    print(f"surrogate: {model_dir} ({run.elapsed():.0f} s)")
 
     # 2. templates: the same truth events and random numbers for every response
     edges = np.linspace(*args.window, args.bins + 1)
@@ -110,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         key = jax.random.fold_in(root, 10 + k)
         for name, resp in responses.items():
             raw[name][proc] = mjj_counts(ev, measure_jets(key, ev.e, ev.eta, resp, calibration=reference), edges)
-    print(f"templates ({time.perf_counter() - t0:.0f} s)")
+    print(f"templates ({run.elapsed():.0f} s)")
 
     def template(name: str, proc: str, lumi: float) -> np.ndarray:
         return raw[name][proc] * per_fb[proc] * lumi / n_gen[proc]
@@ -168,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.set(xscale="log", xlabel="integrated luminosity [fb^-1]", ylabel="expected Z0", title="Discovery sensitivity")
     ax.legend(fontsize="small")
     save_figure(fig, out / "sensitivity_z0.png")
-    print(f"Z0 scan ({time.perf_counter() - t0:.0f} s)")
+    print(f"Z0 scan ({run.elapsed():.0f} s)")
 
     # 4. impacts and ranking (surrogate templates with the fidelity systematic, Asimov data with mu = 1)
     ws = workspace("surrogate", args.ranking_lumi, True)
@@ -203,11 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.legend(fontsize="small")
     save_figure(fig, out / "sensitivity_templates.png")
 
-    write_provenance(
-        out / "sensitivity_provenance.json",
-        provenance({"argv": sys.argv, **vars(args), "wall_s": round(time.perf_counter() - t0, 1)}, seed=args.seed),
-    )
-    print(f"done in {time.perf_counter() - t0:.0f} s -> {out}")
+    run.finish(out, "sensitivity", args)
+    print(f"done in {run.elapsed():.0f} s -> {out}")
     return 0
 
 

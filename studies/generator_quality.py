@@ -9,7 +9,8 @@ W1 of the key observables relative to the reference-vs-reference floor); measure
 50 and 500 GeV against the reference at the same energies, and the sampling rate.
 Writes the trained models and a result file per family to ``--model-dir``, and the table of every family
 with a result there (so families can be trained in separate calls) as ``generator_quality.md/.csv/.tex/
-.json`` with provenance to ``--out``.
+.json`` with provenance to ``--out``. ``--overrides FILE`` (JSON ``{kind: {"model": {...}, "train": {...}}}``) changes
+a family's model and training settings; ``--config FILE`` (TOML or JSON), as for every study, sets the options below.
 
     python studies/generator_quality.py [--models flow,vae,diffusion,gan] [--n-train 100000] [--seed 0]
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +32,8 @@ from surrinf.data import ShowerBijection
 from surrinf.generators import EnergyConsistency, TrainConfig, save
 from surrinf.generators.base import sample_batched, zero_suppress
 from surrinf.generators.models import DEFAULT_TRAIN_CONFIGS, SURROGATE_KINDS, fit_surrogate
-from surrinf.report import Measurement, Table, provenance, write_provenance
+from surrinf.report import Measurement, Table
+from surrinf.report.study import StudyRun, parse_study_args, study_parser
 from surrinf.sim import calorimeter
 from surrinf.sim.spectrum import parse_energy_spec
 from surrinf.validation.validate import Showers, validate
@@ -47,31 +50,40 @@ def _ratio_bias(gen: np.ndarray, ref: np.ndarray, energy: float) -> Measurement:
     return Measurement(mg / mr - 1.0, err)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The study's options (with the common --seed, --config, --out of :func:`surrinf.report.study.study_parser`)."""
+    p = study_parser(__doc__)
     p.add_argument("--models", default=",".join(SURROGATE_KINDS), help="comma-separated subset of the families")
     p.add_argument("--n-train", type=int, default=100_000, help="reference showers for training")
     p.add_argument("--n-test", type=int, default=20_000, help="held-out reference showers for validation")
     p.add_argument("--n-fixed", type=int, default=10_000, help="showers at each of 5, 50, 500 GeV")
     p.add_argument("--steps", type=int, default=None, help="override max_steps of every model (for smoke runs)")
-    p.add_argument("--config", default=None, help="JSON file {kind: {model: {...}, train: {...}}} of overrides")
+    p.add_argument(
+        "--overrides",
+        default=None,
+        metavar="FILE",
+        help="JSON file {kind: {model: {...}, train: {...}}} of per-family model / training settings",
+    )
     p.add_argument(
         "--energy-consistency",
         default="vae,gan",
         help="families trained with the energy-consistency term (f(E) linear, fitted to the training showers)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="docs/results")
     p.add_argument("--model-dir", default="runs/generator_quality")
     p.add_argument("--name", default="generator_quality", help="output file stem")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    args = parse_study_args(p, argv)
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
     bad = [k for k in kinds if k not in SURROGATE_KINDS]
     if bad:
         p.error(f"--models: unknown {bad}; choose from {SURROGATE_KINDS}")
-    overrides = json.loads(Path(args.config).read_text()) if args.config else {}
+    overrides = json.loads(Path(args.overrides).read_text()) if args.overrides else {}
 
-    t0 = time.perf_counter()
+    run = StudyRun()
     cal = calorimeter("default")
     geo = cal.geometry
     root = jax.random.key(args.seed)
@@ -84,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     e_test = np.asarray(spectrum.sample(jax.random.fold_in(root, 2), args.n_test))
     x_train, x_test = reference(11, e_train), reference(12, e_test)
     fixed_ref = {e: reference(20 + i, np.full(args.n_fixed, e, np.float32)) for i, e in enumerate(FIXED_ENERGIES_GEV)}
-    print(f"reference simulated in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    print(f"reference simulated in {run.elapsed():.0f} s", file=sys.stderr)
     # the surrogates model showers above the zero-suppression threshold 1e-6 E: compare like with like
     ref_test = Showers(e_test.astype(np.float64), zero_suppress(x_test, e_test))
     bijection = ShowerBijection(geo)
@@ -187,10 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = Path(args.out)
     table.save(out, args.name)
-    info = provenance({**vars(args), "command": " ".join(sys.argv), "models": details}, seed=args.seed)
-    info["seconds"] = time.perf_counter() - t0
-    info["cpu_count"] = __import__("os").cpu_count()
-    write_provenance(out / f"{args.name}_provenance.json", info)
+    run.finish(out, args.name, args, models=details, cpu_count=os.cpu_count())
     print(table.to_markdown())
     return 0
 

@@ -18,20 +18,31 @@ import time
 from pathlib import Path
 
 from surrinf.kinfit.pythia import generate_pythia, pythia_settings, pythia_versions
+from surrinf.report.study import parse_study_args, study_parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options (with the common --seed, --config, --out of :func:`surrinf.report.study.study_parser`;
+    here --seed is Pythia's seed and --out the HDF5 file)."""
+    p = study_parser(
+        __doc__,
+        seed=1,
+        seed_help="Pythia Random:seed, in [1, 900000000]",
+        out=None,
+        out_help="HDF5 file (default runs/kinfit/pythia_<process>.h5)",
+    )
     p.add_argument("--n-events", type=int, default=10_000, help="events to store (passing the jet cuts)")
     p.add_argument("--process", choices=("qcd", "resonance"), default="qcd")
-    p.add_argument("--seed", type=int, default=1, help="Pythia Random:seed, in [1, 900000000]")
     p.add_argument("--sqrt-s-gev", type=float, default=13000.0)
     p.add_argument("--pthat-min-gev", type=float, default=15.0, help="QCD PhaseSpace:pTHatMin [GeV]")
     p.add_argument("--jet-r", type=float, default=0.4, help="anti-kt radius")
     p.add_argument("--pt-min-gev", type=float, default=20.0, help="jet pT cut [GeV]")
     p.add_argument("--eta-max", type=float, default=2.5, help="jet |eta| cut")
-    p.add_argument("--out", default=None, help="HDF5 file (default runs/kinfit/pythia_<process>.h5)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_study_args(build_parser(), argv)
     out = Path(args.out) if args.out else Path("runs/kinfit") / f"pythia_{args.process}.h5"
 
     config = {

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from surrinf._atomic import atomic_write_text
 from surrinf.data.bijection import ShowerBijection
 from surrinf.generators import EnergyConsistency, TrainConfig, fit_surrogate, load, sample_batched, save
 from surrinf.generators.models import DEFAULT_TRAIN_CONFIGS
-from surrinf.report import Table, new_figure, provenance, save_figure, write_provenance
+from surrinf.report import Table, new_figure, save_figure
+from surrinf.report.study import StudyRun, parse_study_args, study_parser
 from surrinf.sim import calorimeter
 from surrinf.sim.spectrum import parse_energy_spec
 from surrinf.unfolding import (
@@ -60,10 +60,9 @@ def reco_energies(showers: np.ndarray, sampling_fraction: float) -> np.ndarray:
     return np.asarray(showers, np.float64).sum(axis=1) / sampling_fraction
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config", default=None, help="JSON file overriding the options below (same names)")
+def build_parser() -> argparse.ArgumentParser:
+    """The study's options (with the common --seed, --config, --out of :func:`surrinf.report.study.study_parser`)."""
+    p = study_parser(__doc__)
     p.add_argument("--kind", default="vae", help="surrogate family trained when --surrogate is not given")
     p.add_argument("--surrogate", default=None, help="directory of a saved surrogate (surrinf.generators.save)")
     p.add_argument("--n-train", type=int, default=100_000, help="reference showers to train the surrogate")
@@ -77,18 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fbu-toys", type=int, default=1000)
     p.add_argument("--iterations", type=int, default=4, help="IBU iterations of the bias table")
     p.add_argument("--work", default="runs/unfolding")
-    p.add_argument("--out", default="docs/results")
-    args = p.parse_args(argv)
-    if args.config:
-        for k, v in json.loads(Path(args.config).read_text()).items():
-            if not hasattr(args, k):
-                raise SystemExit(f"--config: unknown option {k!r}")
-            setattr(args, k, v)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_study_args(build_parser(), argv)
     # Runs of this study hung inside XLA CPU (all threads waiting, jaxlib 0.10.2) in the Tikhonov scan until the toy
     # loops were compiled with single-threaded Eigen (surrinf.unfolding.CPU_COMPILER_OPTIONS); synchronous CPU dispatch
     # (jax-ml/jax#25861) is kept as a second guard.
     jax.config.update("jax_cpu_enable_async_dispatch", False)
-    t0 = time.perf_counter()
+    run = StudyRun()
     out, work = Path(args.out), Path(args.work)
     root = jax.random.key(args.seed)
     cal = calorimeter("default")
@@ -154,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     r_ref, r_sur = responses["reference"], responses["surrogate"]
-    print(f"responses built in {time.perf_counter() - t0:.0f} s")
+    print(f"responses built in {run.elapsed():.0f} s")
     atomic_write_text(work / "responses.json", json.dumps({k: r.to_dict() for k, r in responses.items()}))
 
     # 3. the truth spectrum and the expected data (signal + fakes of the reference)
@@ -324,14 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     save_figure(fig, out / "unfolding_roounfold.png")
     save_figure(plot_lcurve(lc), out / "unfolding_lcurve.png")
 
-    info = provenance({**vars(args), "command": " ".join(sys.argv)}, seed=args.seed)
-    info["wall_s"] = time.perf_counter() - t0
-    info["surrogate"] = sur_label
-    info["tikhonov_strength_lcurve"] = tau_lc
-    info["tikhonov_strength_min_global_correlation"] = tau_mgc
-    info["roounfold_best_iterations"] = best
-    write_provenance(out / "unfolding_provenance.json", info)
-    print(f"done in {time.perf_counter() - t0:.0f} s")
+    run.finish(
+        out,
+        "unfolding",
+        args,
+        surrogate=sur_label,
+        tikhonov_strength_lcurve=tau_lc,
+        tikhonov_strength_min_global_correlation=tau_mgc,
+        roounfold_best_iterations=best,
+    )
+    print(f"done in {run.elapsed():.0f} s")
     return 0
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from surrinf.report import Measurement, Table, provenance, write_provenance
+from surrinf.report import Measurement, Table
+from surrinf.report.study import StudyRun, parse_study_args, study_parser
 from surrinf.sim import calorimeter
 from surrinf.sim.spectrum import parse_energy_spec
 from surrinf.validation import compare_1d, energy_distance_test
@@ -26,14 +26,16 @@ from surrinf.validation.reweighting import closure_check
 from surrinf.validation.validate import Showers, reweight_response, validate
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The study's options (with the common --seed, --config, --out of :func:`surrinf.report.study.study_parser`)."""
+    p = study_parser(__doc__)
     p.add_argument("--n", type=int, default=20_000, help="showers per sample")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config", default=None, help="unused placeholder for the common studies interface")
-    p.add_argument("--out", default="docs/results")
-    args = p.parse_args(argv)
-    t0 = time.perf_counter()
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_study_args(build_parser(), argv)
+    run = StudyRun()
     cal = calorimeter("default")
     a_nom = cal.material.nominal_sampling_term
     root = jax.random.key(args.seed)
@@ -129,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     table.save(out, "validation_closure")
     extra.save(out, "validation_closure_checks")
-    info = provenance({"n": args.n, "seed": args.seed, "command": " ".join(sys.argv)}, seed=args.seed)
-    info["seconds"] = time.perf_counter() - t0
-    write_provenance(out / "validation_closure_provenance.json", info)
+    run.finish(out, "validation_closure", args)
     print(table.to_markdown())
     print(extra.to_markdown())
     return 0

@@ -1,4 +1,4 @@
-"""Common result types for every surrinf analysis: tables, figures, Markdown reports and run provenance.
+"""Common result types for every surrinf analysis: tables, figures, Markdown and HTML reports and run provenance.
 
 Everything written goes through :mod:`surrinf._atomic`, so a crash never leaves a half-written output behind.
 """
@@ -12,6 +12,7 @@ from surrinf.report.figure import (
     new_figure,
     save_figure,
 )
+from surrinf.report.html import markdown_to_html
 from surrinf.report.measurement import Measurement
 from surrinf.report.provenance import provenance, write_provenance
 from surrinf.report.table import Table
@@ -24,6 +25,7 @@ __all__ = [
     "compare_histograms",
     "hep_style",
     "hist_with_ratio",
+    "markdown_to_html",
     "new_figure",
     "provenance",
     "save_figure",

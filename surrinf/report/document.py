@@ -1,4 +1,4 @@
-"""A Markdown report for a run directory, embedding saved tables and figures."""
+"""A Markdown report for a run directory, embedding saved tables and figures, with a self-contained HTML twin."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from matplotlib.figure import Figure
 from surrinf._atomic import atomic_write_text
 from surrinf.report._json import to_jsonable
 from surrinf.report.figure import save_figure
+from surrinf.report.html import Block, render_page
 from surrinf.report.table import FORMATS, Table, _check_stem
 
 __all__ = ["Report"]
 
 FIGURE_DIR = "figures"
 REPORT_NAME = "report.md"
+HTML_NAME = "report.html"
 _RESERVED_STEMS = frozenset({"report", "provenance"})
 
 
@@ -26,13 +28,15 @@ class Report:
     """Collect a Markdown document ``directory/report.md``; tables and figures are saved as they are added.
 
     Tables go next to the report (``directory/<stem>.{md,csv,tex,json}``), figures into ``directory/figures/``, and
-    the report links them with relative paths. Every method except :meth:`write` returns ``self`` for chaining.
+    the report links them with relative paths. :meth:`write` also writes ``directory/report.html``, a self-contained
+    page (figures embedded, no external resources, no scripts; see :mod:`surrinf.report.html`). Every method except
+    :meth:`write` and :meth:`write_html` returns ``self`` for chaining.
     """
 
     def __init__(self, title: str, directory: str | os.PathLike) -> None:
         self.title = str(title)
         self.directory = Path(directory)
-        self._blocks: list[str] = []
+        self._blocks: list[Block] = []
         self._stems: set[str] = set()
         self._n_tables = 0
         self._n_figures = 0
@@ -42,11 +46,17 @@ class Report:
         """Where :meth:`write` puts the report."""
         return self.directory / REPORT_NAME
 
+    @property
+    def html_path(self) -> Path:
+        """Where :meth:`write_html` puts the HTML report by default."""
+        return self.directory / HTML_NAME
+
     def section(self, heading: str, text: str = "", level: int = 2) -> Report:
         """Start a section (``level`` 2 is ``##``; the report title is the only ``#``) with optional text."""
         if not 1 <= level <= 6:
             raise ValueError("heading level must be between 1 and 6")
-        self._blocks.append(f"{'#' * level} {heading}".rstrip())
+        heading = str(heading)
+        self._blocks.append(Block("heading", f"{'#' * level} {heading}".rstrip(), (level, heading)))
         if text:
             self.paragraph(text)
         return self
@@ -55,7 +65,7 @@ class Report:
         """Add a Markdown paragraph (text is used as is)."""
         text = str(text).strip("\n")
         if text:
-            self._blocks.append(text)
+            self._blocks.append(Block("text", text))
         return self
 
     def table(self, table: Table, stem: str, formats: Iterable[str] = FORMATS) -> Report:
@@ -63,10 +73,11 @@ class Report:
         self._claim(stem)
         paths = table.save(self.directory, stem, formats)
         self._n_tables += 1
-        self._blocks.append(table.to_markdown().rstrip("\n"))
-        links = [f"[{fmt}]({p.name})" for fmt, p in paths.items() if fmt != "md"]
-        if links:
-            self._blocks.append("Files: " + " · ".join(links))
+        files = {fmt: p.name for fmt, p in paths.items() if fmt != "md"}
+        text = table.to_markdown().rstrip("\n")
+        if files:
+            text += "\n\nFiles: " + " · ".join(f"[{fmt}]({name})" for fmt, name in files.items())
+        self._blocks.append(Block("table", text, (stem, table.to_html(), files)))
         return self
 
     def figure(self, fig: Figure, stem: str, caption: str = "", dpi: int = 120) -> Report:
@@ -75,10 +86,11 @@ class Report:
         path = save_figure(fig, self.directory / FIGURE_DIR / f"{stem}.png", dpi=dpi)
         self._n_figures += 1
         alt = " ".join(caption.split()).replace("[", "(").replace("]", ")") or stem
-        block = f"![{alt}]({FIGURE_DIR}/{path.name})"
+        rel = f"{FIGURE_DIR}/{path.name}"
+        text = f"![{alt}]({rel})"
         if caption:
-            block += f"\n\n*Figure {self._n_figures}.* {caption}"
-        self._blocks.append(block)
+            text += f"\n\n*Figure {self._n_figures}.* {caption}"
+        self._blocks.append(Block("figure", text, (stem, rel, alt, caption, self._n_figures)))
         return self
 
     def provenance(self, info: Mapping[str, Any], heading: str = "Provenance", save_json: bool = True) -> Report:
@@ -87,35 +99,56 @@ class Report:
         data = to_jsonable(dict(info))
         self.section(heading)
         lines: list[str] = []
+        flat_items: list[tuple[str, Any]] = []
         complex_items: list[tuple[str, Any]] = []
         for key, value in data.items():
             if key == "config" and isinstance(value, dict | list) and value:
                 complex_items.append((key, value))
             elif isinstance(value, dict) and value and all(_is_flat(v) for v in value.values()):
+                flat_items.append((key, value))
                 lines.append(f"- **{key}**:")
                 lines.extend(f"  - {k}: {_inline(v)}" for k, v in value.items())
             elif _is_flat(value):
+                flat_items.append((key, value))
                 lines.append(f"- **{key}**: {_inline(value)}")
             else:
                 complex_items.append((key, value))
-        if lines:
-            self._blocks.append("\n".join(lines))
+        parts = ["\n".join(lines)] if lines else []
         for key, value in complex_items:
-            self._blocks.append(f"**{key}**:\n\n```json\n{json.dumps(value, indent=2, ensure_ascii=False)}\n```")
+            parts.append(f"**{key}**:\n\n```json\n{json.dumps(value, indent=2, ensure_ascii=False)}\n```")
+        json_name = None
         if save_json:
             from surrinf.report.provenance import write_provenance
 
-            write_provenance(self.directory / "provenance.json", data)
-            self._blocks.append("Files: [json](provenance.json)")
+            json_name = write_provenance(self.directory / "provenance.json", data).name
+            parts.append(f"Files: [json]({json_name})")
+        if parts:
+            self._blocks.append(Block("provenance", "\n\n".join(parts), (flat_items, complex_items, json_name)))
         return self
 
     def to_markdown(self) -> str:
         """The report text as :meth:`write` would save it."""
-        return "\n\n".join([f"# {self.title}", *self._blocks]) + "\n"
+        return "\n\n".join([f"# {self.title}", *(b.markdown for b in self._blocks)]) + "\n"
 
-    def write(self) -> Path:
-        """Write ``directory/report.md`` atomically (again after further additions, if called again); return it."""
-        return atomic_write_text(self.path, self.to_markdown())
+    def to_html(self) -> str:
+        """The self-contained HTML page as :meth:`write_html` would save it (reads the saved figures)."""
+        return render_page(self.title, self._blocks, self.directory)
+
+    def write(self, html: bool = True) -> Path:
+        """Write ``directory/report.md`` and, with ``html``, ``directory/report.html``, each atomically (again after
+        further additions, if called again); return the Markdown path."""
+        page = self.to_html() if html else None  # render everything before writing anything
+        path = atomic_write_text(self.path, self.to_markdown())
+        if page is not None:
+            atomic_write_text(self.html_path, page)
+        return path
+
+    def write_html(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the self-contained HTML report atomically to ``path`` (default ``directory/report.html``); return it.
+
+        Figures are embedded, so the page shows completely on its own; its links to the side files (``fit.csv``,
+        ``provenance.json``) are relative to ``directory`` and work when the page stays there."""
+        return atomic_write_text(self.html_path if path is None else Path(path), self.to_html())
 
     def _claim(self, stem: str, kind: str = "table") -> None:
         _check_stem(stem)

@@ -1,4 +1,4 @@
-"""Result tables rendered alike as Markdown, CSV, LaTeX (booktabs) and JSON.
+"""Result tables rendered alike as Markdown, HTML, CSV, LaTeX (booktabs) and JSON.
 
 Cells are ``str``, ``int``, ``float``, ``bool``, ``None`` or :class:`Measurement`. Plain floats are printed with
 ``float_format`` (default: 4 significant digits, scientific outside [1e-3, 1e6)); a Measurement is rounded to two
@@ -9,6 +9,7 @@ significant digits of its error (``"1.235 ± 0.012"``). CSV keeps full precision
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -155,6 +156,27 @@ class Table:
         elif self.notes:
             parts.append("Notes:\n" + "\n".join(f"- {n}" for n in self.notes))
         return "\n\n".join(parts) + "\n"
+
+    def to_html(self) -> str:
+        """An HTML ``<table>`` (title and caption as ``<caption>``, numeric columns with class ``num``, cells as in
+        :meth:`to_markdown`) followed by the notes as a ``<p class="notes">``; all text is HTML-escaped."""
+        esc = html.escape
+        cls = [' class="num"' if r else "" for r in self._numeric_columns()]
+        lines = ['<table class="report-table">']
+        caption = [f"<strong>{esc(self.title)}</strong>"] if self.title else []
+        caption += [esc(self.caption)] if self.caption else []
+        if caption:
+            lines.append(f"<caption>{' '.join(caption)}</caption>")
+        header = "".join(f"<th{c}>{esc(n)}</th>" for n, c in zip(self.columns, cls, strict=True))
+        lines += ["<thead>", f"<tr>{header}</tr>", "</thead>", "<tbody>"]
+        for row in self.rows:
+            cells = zip(row, self.columns, cls, strict=True)
+            lines.append("<tr>" + "".join(f"<td{c}>{esc(self.format_cell(x, n))}</td>" for x, n, c in cells) + "</tr>")
+        lines += ["</tbody>", "</table>"]
+        if self.notes:
+            label = "Note:" if len(self.notes) == 1 else "Notes:"
+            lines.append(f'<p class="notes">{label} ' + "<br>\n".join(esc(n) for n in self.notes) + "</p>")
+        return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
         """RFC-4180 CSV (CRLF line ends, minimal quoting) with full-precision numbers.
