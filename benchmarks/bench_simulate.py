@@ -26,8 +26,7 @@ import numpy as np
 
 from surrinf._atomic import atomic_write_text
 from surrinf.report.provenance import provenance
-from surrinf.run import simulate_to_file
-from surrinf.sim import calorimeter
+from surrinf.sim import calorimeter, simulate_to_file
 
 SETTINGS = {"default": {"n": 4096, "n_baseline": 64}, "ds2": {"n": 1024, "n_baseline": 16}}
 ENERGIES = (10.0, 100.0, 1000.0)

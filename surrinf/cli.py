@@ -23,8 +23,7 @@ def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     import jax
 
-    from .run import simulate_to_file
-    from .sim import DetectorParams, calorimeter
+    from .sim import DetectorParams, calorimeter, simulate_to_file
     from .sim.spectrum import parse_energy_spec
 
     if args.n < 1:
@@ -184,20 +183,27 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .run import RunConfig, run
+    from .pipeline import load_config
 
-    cfg = RunConfig(seed=args.seed, out_dir=args.out_dir)
-    if args.quick:
-        cfg = RunConfig(
-            seed=args.seed,
-            out_dir=args.out_dir,
-            n_showers=2000,
-            n_profile=300,
-            n_resolution=300,
-            resolution_energies=(2.0, 10.0, 50.0, 200.0),
-        )
-    run_dir = run(cfg, progress=not args.quiet)
-    print(run_dir / "report.md")
+    config = load_config(args.config)  # a bad configuration fails before the stages are imported
+
+    from .pipeline import run_pipeline
+
+    result = run_pipeline(config, progress=not args.quiet)
+    print(result.run_dir / "report.html")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from .pipeline import default_toml, load_config, to_toml
+
+    if args.action == "show":
+        print(to_toml(load_config(args.file)) if args.file else default_toml(), end="")
+    else:  # check
+        if not args.file:
+            raise ValueError("surrinf config check needs a FILE")
+        load_config(args.file)
+        print(f"{args.file}: valid")
     return 0
 
 
@@ -274,12 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=_cmd_generate)
 
-    r = sub.add_parser("run", help="the main job: simulate, analyse, write runs/<timestamp>/report.md")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out-dir", default="runs")
-    r.add_argument("--quick", action="store_true", help="small statistics (for smoke tests)")
-    r.add_argument("--quiet", action="store_true")
+    r = sub.add_parser(
+        "run",
+        help="the main job: simulate, train, validate, calibrate, unfold, dijet fit, sensitivity -> report.html",
+    )
+    r.add_argument("--config", default=None, help="TOML configuration (default: the embedded one; see 'config show')")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser("config", help="print or check the main job's TOML configuration")
+    c.add_argument(
+        "action", choices=["show", "check"], help="show: the defaults (or FILE merged with them); check: validate FILE"
+    )
+    c.add_argument("file", nargs="?", default=None, help="a TOML configuration file")
+    c.set_defaults(func=_cmd_config)
     return p
 
 

@@ -1,10 +1,20 @@
-"""Shared fixtures: one small simulated shower sample for every generator test (simulated once per session)."""
+"""Shared fixtures: one small simulated shower sample for every generator test (simulated once per session), and one
+persistent XLA compilation cache per test session.
+
+The cache (a fresh temporary directory per ``pytest`` invocation, shared by its xdist workers and the subprocesses
+they start, removed at the end) lets a worker load an executable that the other worker, or an earlier test that
+traced the same computation again, already compiled: identical programs are compiled once per session instead of
+once per process and re-trace. It changes no result (the same compiled code runs).
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -13,6 +23,21 @@ import pytest
 
 from surrinf.data.geometry import Geometry
 from surrinf.sim import calorimeter
+
+_CACHE_ENV = "SURRINF_TEST_JAX_CACHE"
+# set by the controlling pytest process before it starts its xdist workers, which inherit its environment
+_cache_dir = os.environ.get(_CACHE_ENV) or os.path.join(tempfile.gettempdir(), f"surrinf-test-jax-cache-{os.getpid()}")
+os.environ[_CACHE_ENV] = _cache_dir
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir  # subprocesses started by tests
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+jax.config.update("jax_compilation_cache_dir", _cache_dir)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def pytest_sessionfinish(session):
+    """The controlling process (not an xdist worker) removes the session's compilation cache."""
+    if not hasattr(session.config, "workerinput"):
+        shutil.rmtree(_cache_dir, ignore_errors=True)
 
 
 def tiny_geometry() -> Geometry:
@@ -51,3 +76,47 @@ def run_with_cpu_devices():
         return proc.stdout
 
     return run
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+@pytest.fixture
+def chromium_images(tmp_path):
+    """``count(html_path) -> (loaded, total)``: open a copy of the page in headless Chromium and count its images that
+    finished loading with a non-zero natural width. Skips when no Chromium is installed (Debian package
+    ``chromium``)."""
+    browser = next((b for b in map(shutil.which, BROWSERS) if b), None)
+    if browser is None:
+        pytest.skip("Chromium not installed (Debian package 'chromium')")
+
+    def count(html_path: Path) -> tuple[int, int]:
+        html = Path(html_path).read_text(encoding="utf-8")
+        probe = (
+            "<script>window.addEventListener('load', function () {"
+            " var imgs = Array.from(document.images);"
+            " var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;"
+            " document.title = 'loaded:' + ok + '/' + imgs.length; });</script>"
+        )
+        assert "</body>" in html, "not a complete HTML page"
+        copy = Path(html_path).with_name("chromium-probe.html")
+        copy.write_text(html.replace("</body>", probe + "</body>", 1), encoding="utf-8")
+        cmd = [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            copy.as_uri(),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        copy.unlink()
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        title = re.search(r"<title>loaded:(\d+)/(\d+)</title>", proc.stdout)
+        assert title is not None, proc.stdout[:2000]
+        return int(title.group(1)), int(title.group(2))
+
+    return count

@@ -145,6 +145,33 @@ def test_from_calorimeter_agrees_with_embedded_constants():
     assert report.chi2_mean < stats.chi2.ppf(0.999, 6) and report.chi2_resolution < stats.chi2.ppf(0.999, 5)
 
 
+def test_from_showers_equals_from_calorimeter():
+    """from_showers on the calorimeter's own showers (same key) is from_calorimeter, bit for bit, and shuffling the
+    showers changes nothing but rounding; it rejects too few energies or showers per energy. (200 showers at the 8
+    default energies: the simulator kernel compiled for the test above, ~1 s after it.)"""
+    from surrinf.sim import calorimeter
+
+    energies, n, key = (5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0), 200, jax.random.key(4)
+    ref, ref_report = JetResponse.from_calorimeter(key, energies_gev=energies, n_per_energy=n)
+    calo = calorimeter("default")
+    e_all = np.repeat(energies, n)
+    visible = np.asarray(calo.simulate(key, e_all).showers, dtype=np.float64).sum(axis=1)
+    scale = calo.params.energy_scale * calo.material.sampling_fraction
+    fitted, report = JetResponse.from_showers(e_all, visible, scale)
+    assert fitted == ref and report.parameters == ref_report.parameters and report.n_per_energy == n
+    np.testing.assert_array_equal(report.resolution_err, ref_report.resolution_err)
+    perm = np.random.default_rng(0).permutation(e_all.size)  # shuffled showers: the same groups, the same fit
+    shuffled, rep2 = JetResponse.from_showers(e_all[perm], visible[perm], scale)
+    np.testing.assert_array_equal(np.sort(rep2.energies_gev), np.asarray(energies))
+    assert shuffled.to_dict() == pytest.approx(ref.to_dict(), rel=1e-6)
+    with pytest.raises(ValueError, match=">= 4 beam energies"):
+        JetResponse.from_showers(e_all[e_all < 50], visible[e_all < 50], scale)
+    with pytest.raises(ValueError, match=">= 10 showers"):
+        JetResponse.from_showers(e_all[n - 9 :], visible[n - 9 :], scale)
+    with pytest.raises(ValueError, match="same shape"):
+        JetResponse.from_showers(e_all, visible[1:], scale)
+
+
 # --------------------------------------------------------------------------------------------- surrogate
 
 

@@ -510,15 +510,19 @@ class FlowMatchingSurrogate(ShowerSurrogate):
         train_config: TrainConfig | None = None,
         out_dir: str | Path | None = None,
         progress: bool = False,
+        resume: bool = False,
     ) -> tuple[FlowMatchingSurrogate, TrainResult]:
         """Preprocess showers (N, V) [GeV, >= 0] with incident energies (N,) [GeV] (and theta (N, k)), train
         the velocity field with :func:`flow_matching_loss` (``fm_config`` overrides :data:`DEFAULT_FM_CONFIG`)
-        and wrap it."""
+        and wrap it. ``resume=True`` continues an interrupted run from its
+        checkpoint in ``out_dir``."""
         cfg = _check_fm_config({**DEFAULT_FM_CONFIG, **(fm_config or {})})
         k_init, k_train, k_data = jax.random.split(key, 3)
         pre, enc, data = prepare_training_data(bijection, showers_gev, energies_gev, theta, key=k_data)
         net = VelocityNet(k_init, pre.dim, enc.dim, cfg["hidden"], cfg["n_freq"])
         loss = functools.partial(flow_matching_loss, time_sampling=cfg["time_sampling"])
         data = {"x": data["x"], "cond": data["cond"]}
-        result = train(net, loss, data, k_train, train_config or TrainConfig(), out_dir=out_dir, progress=progress)
+        result = train(
+            net, loss, data, k_train, train_config or TrainConfig(), out_dir=out_dir, progress=progress, resume=resume
+        )
         return cls(result.model, pre, enc, n_steps=int(cfg["n_steps"]), solver=cfg["solver"]), result

@@ -85,11 +85,13 @@ class FlowSurrogate(ShowerSurrogate):
         train_config: TrainConfig | None = None,
         out_dir: str | Path | None = None,
         progress: bool = False,
+        resume: bool = False,
     ) -> tuple[FlowSurrogate, TrainResult]:
         """Preprocess showers (N, V) [GeV, >= 0] with incident energies (N,) [GeV] (and theta (N, k)),
         train a flow (``flow_config`` overrides :data:`DEFAULT_FLOW_CONFIG`; top-level ``n_layers``, ``hidden``,
         ``n_bins``, ``bound`` apply to both blocks of the two-stage flow; ``{"type": "coupling", ...}`` gives a
-        single coupling flow) and wrap it."""
+        single coupling flow) and wrap it. ``resume=True`` continues an interrupted run from its checkpoint in
+        ``out_dir`` (see :func:`~surrinf.generators.train`)."""
         k_init, k_train, k_data = jax.random.split(key, 3)
         pre, enc, data = prepare_training_data(bijection, showers_gev, energies_gev, theta, key=k_data)
         user = dict(flow_config or {})
@@ -104,7 +106,14 @@ class FlowSurrogate(ShowerSurrogate):
         flow = build_flow(cfg, k_init)
         data = {"x": data["x"], "cond": data["cond"]}
         result = train(
-            flow, flow_loss, data, k_train, train_config or TrainConfig(), out_dir=out_dir, progress=progress
+            flow,
+            flow_loss,
+            data,
+            k_train,
+            train_config or TrainConfig(),
+            out_dir=out_dir,
+            progress=progress,
+            resume=resume,
         )
         return cls(result.model, pre, enc), result
 

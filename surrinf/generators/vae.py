@@ -266,6 +266,7 @@ class VAESurrogate(ShowerSurrogate):
         train_config: TrainConfig | None = None,
         out_dir: str | Path | None = None,
         progress: bool = False,
+        resume: bool = False,
     ) -> tuple[VAESurrogate, TrainResult]:
         """Preprocess showers (N, V) [GeV, >= 0] with incident energies (N,) [GeV] (and theta (N, k)) and train
         a VAE (``vae_config`` overrides :data:`DEFAULT_VAE_CONFIG`) with :func:`vae_loss`; with
@@ -273,7 +274,8 @@ class VAESurrogate(ShowerSurrogate):
 
         ``key`` is split into (network init, trainer, dequantisation of the training showers). Only the
         networks, ``log_sigma`` and learnable energy-consistency coefficients are trained: the preprocessor and
-        condition encoder are held outside the optimised pytree."""
+        condition encoder are held outside the optimised pytree. ``resume=True`` continues an interrupted run from its
+        checkpoint in ``out_dir``."""
         cfg = {**DEFAULT_VAE_CONFIG, **(vae_config or {})}
         unknown = sorted(set(cfg) - set(DEFAULT_VAE_CONFIG))
         if unknown:
@@ -293,7 +295,14 @@ class VAESurrogate(ShowerSurrogate):
             return vae_loss(eqx.combine(params, fixed), batch, k)
 
         result = train(
-            trainable, loss_fn, data, k_train, train_config or TrainConfig(), out_dir=out_dir, progress=progress
+            trainable,
+            loss_fn,
+            data,
+            k_train,
+            train_config or TrainConfig(),
+            out_dir=out_dir,
+            progress=progress,
+            resume=resume,
         )
         return eqx.combine(result.model, fixed), result
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from surrinf._atomic import atomic_write_text
+from surrinf._atomic import atomic_write_bytes, atomic_write_text
 from surrinf.report._json import to_jsonable
 from surrinf.report.figure import save_figure
 from surrinf.report.html import Block, render_page
@@ -84,6 +84,19 @@ class Report:
         """Save ``fig`` as ``directory/figures/stem.png`` (closing it) and embed it with ``caption``."""
         self._claim(stem, kind=FIGURE_DIR)
         path = save_figure(fig, self.directory / FIGURE_DIR / f"{stem}.png", dpi=dpi)
+        return self._add_figure(stem, path, caption)
+
+    def image(self, png: str | os.PathLike, stem: str, caption: str = "") -> Report:
+        """Copy an existing PNG (e.g. one a pipeline stage saved) to ``directory/figures/stem.png`` and embed it."""
+        src = Path(png)
+        data = src.read_bytes()
+        if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise ValueError(f"png must be a PNG file, got {str(src)!r}")
+        self._claim(stem, kind=FIGURE_DIR)
+        path = atomic_write_bytes(self.directory / FIGURE_DIR / f"{stem}.png", data)
+        return self._add_figure(stem, path, caption)
+
+    def _add_figure(self, stem: str, path: Path, caption: str) -> Report:
         self._n_figures += 1
         alt = " ".join(caption.split()).replace("[", "(").replace("]", ")") or stem
         rel = f"{FIGURE_DIR}/{path.name}"

@@ -2,6 +2,7 @@
 
 from . import gflash
 from .calorimeter import ENERGY_RANGE_GEV, Calorimeter, DetectorParams, ShowerBatch, calorimeter
+from .files import simulate_to_file
 from .materials import MATERIALS, Material, Medium, get_material
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "calorimeter",
     "get_material",
     "gflash",
+    "simulate_to_file",
 ]
