@@ -92,19 +92,6 @@ def test_info_on_wrong_layout(tmp_path, capsys):
     assert "incident_energies" in capsys.readouterr().err
 
 
-def test_run_quick_writes_report(tmp_path, capsys):
-    assert main(["run", "--quick", "--quiet", "--out-dir", str(tmp_path)]) == 0
-    report = capsys.readouterr().out.strip()
-    assert report.endswith("report.md")
-    run_dir = tmp_path / report.split("/")[-2]
-    text = (run_dir / "report.md").read_text()
-    for fig in ("longitudinal_profile", "radial_profile", "resolution"):
-        png = run_dir / "figures" / f"{fig}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"figures/{fig}.png" in text
-    assert (run_dir / "resolution_fit.csv").exists() and (run_dir / "provenance.json").exists()
-    assert "GFLASH" in text
-
-
 def test_validate_writes_report_directory(tmp_path, capsys):
     ref, cand = tmp_path / "ref.h5", tmp_path / "cand.h5"
     main(["simulate", "--n", "1500", "--seed", "1", "--out", str(ref), "--quiet"])

@@ -11,7 +11,7 @@ import sys
 def test_import_keeps_float32_and_simulator_outputs_float32():
     code = (
         "import sys, jax, numpy as np, pyhf\n"
-        "import surrinf, surrinf.sim, surrinf.data, surrinf.validation, surrinf.report, surrinf.run, surrinf.cli\n"
+        "import surrinf, surrinf.sim, surrinf.data, surrinf.validation, surrinf.report, surrinf.pipeline, surrinf.cli\n"
         "import surrinf.inference, surrinf.generators, surrinf.unfolding, surrinf.kinfit, surrinf.sensitivity\n"
         "assert not jax.config.jax_enable_x64\n"
         "assert pyhf.tensorlib.name == 'numpy' and 'pyhf.tensor.jax_backend' not in sys.modules\n"

@@ -280,4 +280,3 @@ def headline_shower(outputs: dict[str, StageOutput | None]) -> list[list[Any]]:
     n_in, n_all = v["within_floor"]
     rows.append(["fidelity", "observables with W1 within floor", f"{n_all} / {n_all}", f"{n_in} / {n_all}", ""])
     return rows
-
