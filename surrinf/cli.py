@@ -186,6 +186,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import load_config
 
     config = load_config(args.config)  # a bad configuration fails before the stages are imported
+    if args.quick:
+        config = config.quick()
 
     from .pipeline import run_pipeline
 
@@ -285,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the main job: simulate, train, validate, calibrate, unfold, dijet fit, sensitivity -> report.html",
     )
     r.add_argument("--config", default=None, help="TOML configuration (default: the embedded one; see 'config show')")
+    r.add_argument(
+        "--quick", action="store_true", help="tiny sizes for every stage: checks the whole chain; numbers mean nothing"
+    )
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=_cmd_run)
 

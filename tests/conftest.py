@@ -34,10 +34,34 @@ jax.config.update("jax_compilation_cache_dir", _cache_dir)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
+_shared_dir = _cache_dir + "-shared"
+
+
 def pytest_sessionfinish(session):
-    """The controlling process (not an xdist worker) removes the session's compilation cache."""
+    """The controlling process (not an xdist worker) removes the session's compilation cache and shared directory."""
     if not hasattr(session.config, "workerinput"):
         shutil.rmtree(_cache_dir, ignore_errors=True)
+        shutil.rmtree(_shared_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def shared_once():
+    """``once(name, fn)``: ``fn(directory)`` computed once per test session across all xdist workers (the others
+    wait on a file lock, then call ``fn`` again, which must find its own earlier work, e.g. in a stage cache, in
+    ``directory``). For expensive, deterministic setup that tests on either worker need."""
+    import fcntl
+
+    def once(name: str, fn):
+        directory = Path(_shared_dir) / name
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return fn(directory)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    return once
 
 
 def tiny_geometry() -> Geometry:

@@ -27,10 +27,20 @@ def python_blocks(page: Path) -> list[str]:
     return FENCE.findall(page.read_text(encoding="utf-8"))
 
 
+# Pages whose example another test runs and checks: page name -> that test file.
+RUN_ELSEWHERE = {"pipeline.md": "tests/test_pipeline_job.py"}
+
+
 def pages() -> list[Path]:
-    """docs/*.md and README.md that contain at least one ```python block."""
+    """docs/*.md and README.md that contain at least one ```python block (except those in RUN_ELSEWHERE)."""
     candidates = [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md"]
-    return [p for p in candidates if p.is_file() and python_blocks(p)]
+    return [p for p in candidates if p.is_file() and python_blocks(p) and p.name not in RUN_ELSEWHERE]
+
+
+def test_pages_run_elsewhere_are_run_there():
+    for page, test_file in RUN_ELSEWHERE.items():
+        assert python_blocks(REPO / "docs" / page), page
+        assert "python_blocks" in (REPO / test_file).read_text() and page in (REPO / test_file).read_text()
 
 
 def test_pages_found():

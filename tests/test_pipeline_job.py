@@ -1,41 +1,21 @@
-"""The main job end to end on a tiny configuration: every stage runs, the report is complete and self-contained, a
-rerun recomputes nothing, and the report opens in headless Chromium with every image loaded."""
+"""The main job end to end: the quick run of docs/pipeline.md's example (every stage, tiny sizes); the report is
+complete and self-contained, a rerun recomputes nothing, and the report opens in headless Chromium with every image
+loaded. (tests/test_docs_examples.py leaves that page to this file.)"""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+from html import unescape
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
-from surrinf.pipeline import PipelineConfig, run_pipeline
+from surrinf.pipeline import run_pipeline
 from surrinf.pipeline.job import HEADLINE_COLUMNS, STAGES
-
-#: Every stage, tiny: seconds each once compiled (the numbers are meaningless, the code paths are the real ones).
-TINY = {
-    "simulate": {"n_train": 1000, "n_test": 500, "energy_spectrum": "log-uniform:5,500"},
-    "train": {"max_steps": 30, "batch_size": 64, "hidden": 8, "n_layers": 1, "checkpoint_every": 10},
-    "validate": {"n_showers": 500},
-    "calibration": {
-        "n_train": 1000,
-        "steps": 20,
-        "flow_layers": 2,
-        "n_events": 160,
-        "heldout": 160,
-        "mismatch_points": 2,
-        "warmup": 10,
-        "samples": 10,
-        "chains": 2,
-        "pseudo_experiments": 4,
-        "events_per_experiment": 160,
-        "draws": 20,
-    },
-    "unfolding": {"n_response": 1000, "toys": 10, "truth_bins": 2, "reco_bins": 2, "n_data": 1000.0, "iterations": 1},
-    "kinfit": {"calibration_energies_gev": [10.0, 30.0, 100.0, 300.0], "n_per_energy": 50, "n_events": 1000},
-    "sensitivity": {"n_signal": 1000, "n_background": 2000, "lumi_fb": [10.0], "bins": 6},
-}
 
 
 class _Tags(HTMLParser):
@@ -47,17 +27,32 @@ class _Tags(HTMLParser):
         self.tags.append((tag, dict(attrs)))
 
 
+def run_documented_example(directory: Path):
+    """Run the Python example of docs/pipeline.md (a quick run) in ``directory``; return its ``result``."""
+    from test_docs_examples import python_blocks
+
+    blocks = python_blocks(Path(__file__).resolve().parents[1] / "docs" / "pipeline.md")
+    assert len(blocks) == 1 and "run_pipeline(" in blocks[0] and ".quick()" in blocks[0]
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        namespace = {"__name__": "__docs__"}
+        exec(compile(blocks[0], "pipeline.md[block 1]", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    return namespace["result"]
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("job") / "runs"
-    cfg = PipelineConfig().replace(run={"out_dir": str(out)}, **TINY)
-    return run_pipeline(cfg, progress=False)
+def quick_run(shared_once):
+    """The documented quick run, computed once per session (a worker that needs it later finds every stage cached)."""
+    return shared_once("pipeline-quick", run_documented_example)
 
 
-def test_every_stage_ran_and_the_report_is_complete(tiny_run):
-    run_dir = tiny_run.run_dir
-    assert [s.name for s in STAGES] == list(tiny_run.outputs)
-    assert all(o is not None and not o.cached for o in tiny_run.outputs.values())
+def test_every_stage_ran_and_the_report_is_complete(quick_run):
+    run_dir = quick_run.run_dir
+    assert [s.name for s in STAGES] == list(quick_run.outputs)
+    assert all(o is not None for o in quick_run.outputs.values())
     md = (run_dir / "report.md").read_text()
     html = (run_dir / "report.html").read_text()
     headline = json.loads((run_dir / "headline.json").read_text())
@@ -67,7 +62,8 @@ def test_every_stage_ran_and_the_report_is_complete(tiny_run):
     for needle in ("classifier AUC", "bias", "m_jj", "Z0", "coverage"):
         assert needle in md, needle
     # the configuration, seed, versions and git revision are in the page
-    assert "[train]" in html and "max_steps = 30" in html
+    text = unescape(html)
+    assert "[train]" in text and "max_steps = 30" in text and 'name = "quick"' in text
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["seed"] == 0 and provenance["versions"]["jax"] and "git" in provenance
     assert provenance["git"] is None or provenance["git"] in html
@@ -84,13 +80,14 @@ def test_every_stage_ran_and_the_report_is_complete(tiny_run):
     assert (run_dir / "validation" / "report.html").is_file()  # the full validation report, linked
 
 
-def test_rerun_recomputes_nothing(tiny_run):
-    again = run_pipeline(tiny_run.config, progress=False)
-    assert again.run_dir == tiny_run.run_dir
+def test_rerun_recomputes_nothing(quick_run, monkeypatch):
+    monkeypatch.chdir(quick_run.run_dir.parents[1])  # the example's out_dir "runs" is relative to where it ran
+    again = run_pipeline(quick_run.config, progress=False)
+    assert again.run_dir == quick_run.run_dir
     assert all(o.cached for o in again.outputs.values())
-    assert {n: o.summary for n, o in again.outputs.items()} == {n: o.summary for n, o in tiny_run.outputs.items()}
+    assert {n: o.summary for n, o in again.outputs.items()} == {n: o.summary for n, o in quick_run.outputs.items()}
 
 
-def test_report_opens_in_chromium_with_every_image(tiny_run, chromium_images):
-    loaded, total = chromium_images(tiny_run.run_dir / "report.html")
+def test_report_opens_in_chromium_with_every_image(quick_run, chromium_images):
+    loaded, total = chromium_images(quick_run.run_dir / "report.html")
     assert total >= 8 and loaded == total

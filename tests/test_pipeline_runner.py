@@ -99,7 +99,7 @@ def test_stage_cache_skips_finished_stages_and_rehashes_on_change(tmp_path):
     # a change in b's table reruns b only; a new seed reruns both (and draws other numbers)
     changed = run_stages([a, b], cfg.replace(train={"max_steps": 3}), progress=False)
     assert calls == ["a", "b", "b"] and changed.outputs["a"].cached
-    assert changed.run_dir != first.run_dir == run_directory(cfg)
+    assert changed.run_dir != first.run_dir == run_directory(cfg).resolve()
     reseeded = run_stages([a, b], cfg.replace(run={"seed": 1}), progress=False)
     assert calls[-2:] == ["a", "b"]
     assert reseeded.outputs["a"].summary["value"] != first.outputs["a"].summary["value"]

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "QUICK",
     "CalibrationConfig",
     "ConfigError",
+    "JetsConfig",
     "KinfitConfig",
     "PipelineConfig",
     "RunSection",
@@ -149,14 +151,9 @@ class UnfoldingConfig:
 
 
 @dataclass(frozen=True)
-class KinfitConfig:
-    """[kinfit]: the surrogate's jet-energy response propagated into m_jj of Z -> q qbar, before and after the fit."""
+class JetsConfig:
+    """[jets]: the jet-energy response (scale and resolution vs E) of reference and surrogate showers."""
 
-    enabled: bool = _f(
-        True,
-        "run the kinfit stage (m_jj before / after the fit); the jets stage (the jet-response fits of this table) "
-        "runs when kinfit or sensitivity is enabled",
-    )
     calibration_energies_gev: tuple[float, ...] = _f(
         (5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0),
         "energies [GeV] of the jet-response fits (>= 4 distinct, in [0.1, 10000]); with simulate.data only their "
@@ -167,6 +164,16 @@ class KinfitConfig:
         "reference and surrogate showers per energy of the jet-response fits (with simulate.data: at most "
         "len(calibration_energies_gev) x max(n_per_energy, 200) stored showers)",
         lo=10,
+    )
+
+
+@dataclass(frozen=True)
+class KinfitConfig:
+    """[kinfit]: the surrogate's jet-energy response propagated into m_jj of Z -> q qbar, before and after the fit."""
+
+    enabled: bool = _f(
+        True,
+        "run the kinfit stage (m_jj before / after the fit); the jets stage runs when kinfit or sensitivity is enabled",
     )
     n_events: int = _f(50_000, "Z -> q qbar events (embedded parametric generator), >= 100", lo=100)
     sigma_prior_gev: float = _f(2.5, "width of the Gaussian mass prior of the fit [GeV]", lo=1e-3)
@@ -179,7 +186,7 @@ class KinfitConfig:
 class SensitivityConfig:
     """[sensitivity]: expected discovery significance of the Z -> q qbar dijet peak, reference vs surrogate."""
 
-    enabled: bool = _f(True, "run this stage (it uses the jet responses of the jets stage, see [kinfit])")
+    enabled: bool = _f(True, "run this stage (it uses the jet responses of the jets stage, see [jets])")
     lumi_fb: tuple[float, ...] = _f((1.0, 10.0, 50.0), "integrated luminosities [fb^-1]")
     window_gev: tuple[float, ...] = _f((60.0, 130.0), "m_jj window [GeV]", n=2)
     bins: int = _f(14, "m_jj bins in the window", lo=1)
@@ -199,12 +206,20 @@ class PipelineConfig:
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     unfolding: UnfoldingConfig = field(default_factory=UnfoldingConfig)
+    jets: JetsConfig = field(default_factory=JetsConfig)
     kinfit: KinfitConfig = field(default_factory=KinfitConfig)
     sensitivity: SensitivityConfig = field(default_factory=SensitivityConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain dict {table: {key: value}} (tuples as lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def quick(self) -> PipelineConfig:
+        """A copy with the tiny sizes of :data:`QUICK` (and run name "quick"): checks the whole chain on a machine in
+        about a minute and a half once compiled code is cached; its numbers mean nothing (``surrinf run --quick``)."""
+        tables = {t: dict(v) for t, v in QUICK.items()}
+        tables["run"] = {"name": "quick"}
+        return self.replace(**tables)
 
     def replace(self, **tables: dict[str, Any]) -> PipelineConfig:
         """A copy with some keys changed, e.g. ``cfg.replace(train={"max_steps": 10})`` (validated)."""
@@ -214,6 +229,32 @@ class PipelineConfig:
                 raise ConfigError(f"config table [{table}] is unknown; tables: {', '.join(data)}")
             data[table].update(values)
         return from_dict(data)
+
+
+#: Tiny sizes for every stage (:meth:`PipelineConfig.quick`): every code path runs, in seconds per stage once compiled.
+QUICK: dict[str, dict[str, Any]] = {
+    "simulate": {"n_train": 1000, "n_test": 500, "energy_spectrum": "log-uniform:5,500"},
+    "train": {"max_steps": 30, "batch_size": 64, "hidden": 8, "n_layers": 1, "checkpoint_every": 10},
+    "validate": {"n_showers": 500},
+    "calibration": {
+        "n_train": 1000,
+        "steps": 20,
+        "flow_layers": 2,
+        "n_events": 160,
+        "heldout": 160,
+        "mismatch_points": 2,
+        "warmup": 10,
+        "samples": 10,
+        "chains": 2,
+        "pseudo_experiments": 4,
+        "events_per_experiment": 160,
+        "draws": 20,
+    },
+    "unfolding": {"n_response": 1000, "toys": 10, "truth_bins": 2, "reco_bins": 2, "n_data": 1000.0, "iterations": 1},
+    "jets": {"calibration_energies_gev": [10.0, 30.0, 100.0, 300.0], "n_per_energy": 50},
+    "kinfit": {"n_events": 1000},
+    "sensitivity": {"n_signal": 1000, "n_background": 2000, "lumi_fb": [10.0], "bins": 6},
+}
 
 
 def _sections() -> dict[str, type]:
@@ -352,15 +393,15 @@ def _cross_checks(cfg: PipelineConfig) -> None:
     lo, hi = cfg.sensitivity.window_gev
     if not 0 < lo < hi:
         raise ConfigError(f"config key 'sensitivity.window_gev': expected [lo, hi] with 0 < lo < hi, got {[lo, hi]}")
-    energies = cfg.kinfit.calibration_energies_gev
+    energies = cfg.jets.calibration_energies_gev
     if len(energies) < 4 or len(set(energies)) != len(energies) or min(energies) <= 0:
         raise ConfigError(
-            "config key 'kinfit.calibration_energies_gev': expected >= 4 distinct positive energies [GeV], "
+            "config key 'jets.calibration_energies_gev': expected >= 4 distinct positive energies [GeV], "
             f"got {list(energies)}"
         )
     if not cfg.simulate.data and (min(energies) < 0.1 or max(energies) > 10_000.0):
         raise ConfigError(
-            "config key 'kinfit.calibration_energies_gev': expected energies in the simulator's range "
+            "config key 'jets.calibration_energies_gev': expected energies in the simulator's range "
             f"[0.1, 10000] GeV, got {list(energies)}"
         )
     if any(x <= 0 for x in cfg.sensitivity.lumi_fb):

@@ -2,7 +2,7 @@
 
 ``jets`` fits the jet-energy response (mean response mu(E) = s0 + s1 ln(E / 100 GeV), relative resolution
 a / sqrt(E) (+) b (+) c / E; :meth:`surrinf.kinfit.JetResponse.from_showers`) twice: to reference showers (simulated
-at ``kinfit.calibration_energies_gev``, or the stored showers of ``simulate.data`` grouped in log energy bins) and to
+at ``jets.calibration_energies_gev``, or the stored showers of ``simulate.data`` grouped in log energy bins) and to
 surrogate showers at the same energies. Jets are treated as showering in the reference calorimeter (the library's
 jet model), so the two responses differ only by the surrogate's imperfection. ``kinfit`` measures Z -> q qbar jets
 with both responses (common random numbers, the reference calibration for both) and compares m_jj before and after
@@ -227,7 +227,7 @@ JETS = Stage(
     "jet-energy response: reference and surrogate showers",
     _jets,
     needs=("simulate", "train"),
-    table="kinfit",
+    table="jets",
     enabled=lambda cfg: cfg.kinfit.enabled or cfg.sensitivity.enabled,
 )
 

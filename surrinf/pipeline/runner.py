@@ -146,7 +146,7 @@ def run_stages(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """Run ``stages`` in order (skipping finished ones found in the cache) and return their outputs.
+    """Run ``stages`` in order (skipping finished ones found in the cache) and return their outputs (absolute paths).
 
     The run directory gets ``config.toml`` (the effective configuration) and ``stages.json`` (which cache entry
     each stage used); the report is written by the caller from the returned outputs.
@@ -158,9 +158,9 @@ def run_stages(
         elif progress:
             print(f"[surrinf run] {msg}", file=sys.stderr, flush=True)
 
-    cache = cache_dir(cfg)
+    cache = cache_dir(cfg).resolve()
     cache.mkdir(parents=True, exist_ok=True)
-    run_dir = run_directory(cfg)
+    run_dir = run_directory(cfg).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", to_toml(cfg))
     outputs: dict[str, StageOutput | None] = {}
