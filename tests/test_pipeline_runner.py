@@ -121,7 +121,8 @@ def test_a_failed_stage_leaves_no_finished_entry(tmp_path):
 # ------------------------------------------------------------------------------------------------------- resume
 def test_training_killed_midway_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     """A KeyboardInterrupt at step 13 of 20 (checkpoints every 5): the rerun resumes at step 10 and ends with the
-    same parameters as an uninterrupted run (the trainer's resume is bitwise deterministic)."""
+    same parameters as an uninterrupted run (the trainer's resume is bitwise deterministic). Then the same stages on
+    the user's own files (simulate.data, train.model)."""
     import surrinf.generators.trainer as trainer
 
     cfg = PipelineConfig().replace(
@@ -151,3 +152,23 @@ def test_training_killed_midway_resumes_from_its_checkpoint(tmp_path, monkeypatc
     a, b = (jax.tree.leaves(load_surrogate(r.outputs["train"])) for r in (resumed, fresh))
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+    # the user's own files: a CaloChallenge file instead of simulating, a saved model instead of training
+    from surrinf.data import ShowerData, read_showers, write_showers
+
+    sim_dir = resumed.outputs["simulate"].path
+    parts = [read_showers(sim_dir / f"reference_{w}.h5") for w in ("train", "test")]
+    data_file = write_showers(tmp_path / "mine.h5", ShowerData.concatenate(parts))
+    mine = cfg.replace(simulate={"data": str(data_file)}, train={"model": str(resumed.outputs["train"].path / "model")})
+    own = run_stages([SIMULATE, TRAIN], mine, progress=False)
+    assert own.outputs["simulate"].summary["source"] == str(data_file)
+    assert own.outputs["train"].summary["source"] == mine.train.model
+    np.testing.assert_array_equal(
+        read_showers(own.outputs["simulate"].path / "reference_test.h5").showers_mev, parts[1].showers_mev
+    )
+    c, d = (jax.tree.leaves(load_surrogate(r.outputs["train"])) for r in (own, resumed))
+    for x, y in zip(c, d, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # the file's content is part of the simulate stage's hash: other showers, another cache entry
+    write_showers(data_file, ShowerData.concatenate(parts[::-1]))
+    assert run_stages([SIMULATE], mine, progress=False).outputs["simulate"].hash != own.outputs["simulate"].hash

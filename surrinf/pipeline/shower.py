@@ -117,7 +117,7 @@ def _train(ctx: StageContext) -> dict[str, Any]:
     work = ctx.work_dir
     if cfg.model:
         shutil.copytree(cfg.model, work / "model", dirs_exist_ok=True)
-        model = load_surrogate(StageOutput("train", work, "", {}, 0.0))
+        model = load(work / "model")[0]  # checks the files (SHA-256) before any later stage relies on them
         return {"source": str(cfg.model), "kind": type(model).__name__, "steps": None, "resumed": False}
     data = reference_showers(ctx.inputs["simulate"], "train")
     showers = np.maximum(data.showers_gev(), 0.0)  # noise: surrogates model non-negative showers
