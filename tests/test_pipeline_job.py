@@ -66,6 +66,7 @@ def test_every_stage_ran_and_the_report_is_complete(quick_run):
     assert "[train]" in text and "max_steps = 30" in text and 'name = "quick"' in text
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["seed"] == 0 and provenance["versions"]["jax"] and "git" in provenance
+    assert provenance["config"]["train"]["max_steps"] == 30
     assert provenance["git"] is None or provenance["git"] in html
     # self-contained: every image is an embedded PNG, nothing is fetched from elsewhere, no scripts
     page = _Tags()

@@ -21,7 +21,7 @@ from surrinf.pipeline.dijet import JETS, KINFIT, SENSITIVITY, headline_dijet, re
 from surrinf.pipeline.runner import RunResult, Stage, StageOutput, run_stages
 from surrinf.pipeline.shower import SIMULATE, TRAIN, VALIDATE, headline_shower, report_shower
 from surrinf.pipeline.unfolding import UNFOLDING, headline_unfolding, report_unfolding
-from surrinf.report import Report, Table, provenance
+from surrinf.report import Report, Table, provenance, write_provenance
 
 __all__ = ["HEADLINE_COLUMNS", "STAGES", "run_pipeline", "write_report"]
 
@@ -109,7 +109,9 @@ def write_report(result: RunResult, stages: Sequence[Stage] = STAGES) -> Path:
     rep.paragraph(f"```toml\n{to_toml(cfg, comments=False)}```")
     info = provenance(cfg.to_dict(), seed=cfg.run.seed)
     info["stage_hashes"] = {n: (o.hash[:16] if o is not None else None) for n, o in outputs.items()}
-    rep.provenance(info)
+    write_provenance(run_dir / "provenance.json", info)  # with the configuration, shown as TOML above
+    rep.provenance({k: v for k, v in info.items() if k != "config"}, save_json=False)
+    rep.paragraph("Files: [json](provenance.json)")
     path = rep.write()
     summaries = {n: (o.summary if o is not None else None) for n, o in outputs.items()}
     atomic_write_text(run_dir / "summary.json", json.dumps(summaries, indent=1))
