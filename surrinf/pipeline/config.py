@@ -233,7 +233,8 @@ class PipelineConfig:
 
 #: Tiny sizes for every stage (:meth:`PipelineConfig.quick`): every code path runs, in seconds per stage once compiled.
 QUICK: dict[str, dict[str, Any]] = {
-    "simulate": {"n_train": 1000, "n_test": 500, "energy_spectrum": "log-uniform:5,500"},
+    # n_train = n_test: one compiled simulator batch shape (1024) for both files
+    "simulate": {"n_train": 1000, "n_test": 1000, "energy_spectrum": "log-uniform:5,500"},
     "train": {"max_steps": 30, "batch_size": 64, "hidden": 8, "n_layers": 1, "checkpoint_every": 10},
     "validate": {"n_showers": 500},
     "calibration": {
