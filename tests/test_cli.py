@@ -94,8 +94,8 @@ def test_info_on_wrong_layout(tmp_path, capsys):
 
 def test_validate_writes_report_directory(tmp_path, capsys):
     ref, cand = tmp_path / "ref.h5", tmp_path / "cand.h5"
-    main(["simulate", "--n", "1500", "--seed", "1", "--out", str(ref), "--quiet"])
-    main(["simulate", "--n", "1500", "--seed", "2", "--theta", "1.05,0.17,0", "--out", str(cand), "--quiet"])
+    main(["simulate", "--n", "1000", "--seed", "1", "--out", str(ref), "--quiet"])
+    main(["simulate", "--n", "1000", "--seed", "2", "--theta", "1.05,0.17,0", "--out", str(cand), "--quiet"])
     capsys.readouterr()
     out = tmp_path / "report"
     assert main(["validate", str(ref), str(cand), "--out", str(out), "--no-low-level"]) == 0

@@ -127,7 +127,7 @@ def test_training_killed_midway_resumes_from_its_checkpoint(tmp_path, monkeypatc
 
     cfg = PipelineConfig().replace(
         run={"out_dir": str(tmp_path / "runs")},
-        simulate={"n_train": 1000, "n_test": 500, "energy_spectrum": "log-uniform:10,100"},
+        simulate={"n_train": 1000, "n_test": 1000, "energy_spectrum": "log-uniform:10,100"},
         train={"max_steps": 20, "checkpoint_every": 5, "batch_size": 64, "hidden": 8, "n_layers": 1},
         validate={"n_showers": 500},
     )
