@@ -12,7 +12,8 @@ from surrinf.sim.bethe_bloch import MUON_MASS_MEV, PION_MASS_MEV, _dedx
 
 # PDG "Atomic and nuclear properties of materials" minimum ionisation [MeV cm^2/g], as given in the brief. For
 # liquid argon 1.519 is the argon-gas value; the formula gives 1.507 for the liquid (its density effect at the
-# minimum), which agrees with the PDG liquid-argon page's 1.508 as remembered (not re-checked here).
+# minimum), which agrees with the PDG liquid-argon page's 1.508 as remembered (not re-checked here). Water: 1.979
+# with I = 79.7 eV (PDG muon-table header), 0.65 % below the page's 1.992 (see surrinf/sim/bethe_bloch.py).
 PDG_MIN = {"Si": 1.664, "LAr": 1.519, "Fe": 1.451, "Pb": 1.122, "H2O": 1.992, "Ar": 1.519}
 
 
@@ -79,16 +80,26 @@ def test_density_effect_limits_rise_in_silicon():
     assert float(d[1] - d[0]) == pytest.approx(expected, rel=1e-3)
 
 
-def test_muon_in_silicon_at_1_gev():
-    # Muon, p = 1 GeV/c (beta gamma = 9.46, T = 899.9 MeV) in silicon: this module gives 1.783 MeV cm^2/g
-    # (4.152 MeV/cm), 7.2 % above the minimum 1.663. Source to compare: the PDG muon table for silicon (Groom,
-    # Mokhov & Striganov, At. Data Nucl. Data Tables 78 (2001) 183; pdg.lbl.gov/AtomicNuclearProperties,
-    # "muE_silicon_Si"), ionisation column between T = 800 MeV and 1 GeV. It could not be consulted in this
-    # session (no network), so the value is pinned here, not yet cross-checked: see the report of issue 10.
+def test_sternheimer_parameters_continuous_at_x0():
+    """Sternheimer, Berger & Seltzer (1984) fit delta so that it is continuous at x0: delta(x0) = delta0 (0 for
+    insulators and gases). An independent check of each row's (C_bar, x0, x1, a, k, delta0) against typos: for iron
+    Geant4's truncated a = 0.146 would give 0.096 instead of delta0 = 0.12. The tolerance 2e-3 covers the rounding
+    of the tabulated parameters (4-5 significant digits)."""
+    for name, m in IONISATION_MEDIA.items():
+        d_x0 = 2 * np.log(10) * m.x0 - m.C_bar + m.a * (m.x1 - m.x0) ** m.k
+        assert d_x0 == pytest.approx(m.delta0, abs=2e-3), (name, d_x0, m.delta0)
+
+
+def test_muon_in_silicon_at_1_gev_per_cm():
+    # No tabulated reference value is pinned here: the PDG muon table for silicon (Groom, Mokhov & Striganov,
+    # ADNDT 78 (2001) 183; pdg.lbl.gov/AtomicNuclearProperties/MUE/muE_silicon_Si.txt) could not be consulted
+    # in the session that reviewed this test, and a number computed by this module would only test it against
+    # itself. What is checked: 1 GeV/c (beta gamma = 9.46) lies on the relativistic rise, a few % above the
+    # minimum (PDG figure 34.2: the rise in silicon is slow because of the density effect), and MeV/cm = density
+    # times MeV cm^2/g.
     value = float(mean_dedx(momentum=1000.0, medium="Si", mass=MUON_MASS_MEV))
-    assert value == pytest.approx(1.783, rel=2e-3), value
     _, dmin = minimum_ionisation("Si")
-    assert 1.06 < value / dmin < 1.09
+    assert 1.03 < value / dmin < 1.10, value / dmin
     assert float(mean_dedx_per_cm(momentum=1000.0, medium="Si")) == pytest.approx(value * 2.329, rel=1e-6)
 
 

@@ -3,8 +3,9 @@
 A surrogate is an ``eqx.Module`` with three parts:
 
 - :class:`ConditionEncoder`: conditions (N,) or (N, k) with columns [E [GeV], theta...] (see
-  :data:`surrinf.response.CONDITION_COLUMNS`) -> float32 encoding (N, 1 + n_theta): scaled ln E and theta
-  standardised with the training mean / std.
+  :data:`surrinf.response.CONDITION_COLUMNS`) -> float32 encoding (N, n_e + n_theta): the energy (scaled ln E,
+  n_e = 1, default; or a one-hot vector over K static energy bins, n_e = K) and theta standardised with the
+  training mean / std.
 - :class:`ShowerPreprocessor`: voxel showers (N, V) [GeV, >= 0] <-> standardised unconstrained vectors
   (N, V) through :class:`~surrinf.data.bijection.ShowerBijection` and
   :class:`~surrinf.data.preprocessing.Standardize`, with the log-Jacobian so densities can be reported in
@@ -28,7 +29,7 @@ import numpy as np
 
 from ..data.bijection import ShowerBijection
 from ..data.preprocessing import Standardize
-from .conditioning import encode_conditions
+from .conditioning import check_energy_bin_edges, encode_conditions
 
 __all__ = [
     "ZERO_SUPPRESSION",
@@ -42,43 +43,62 @@ __all__ = [
 
 
 class ConditionEncoder(eqx.Module):
-    """Validates and encodes conditions [E [GeV], theta...] for a surrogate trained with ``n_theta`` theta."""
+    """Validates and encodes conditions [E [GeV], theta...] for a surrogate trained with ``n_theta`` theta.
+
+    ``energy_bin_edges_gev`` (static): None (default) encodes the energy as the scaled ln E (one column);
+    K + 1 strictly increasing edges [GeV] encode it as a one-hot vector over the K bins, energies outside the
+    edges clamped to the first / last bin (see :mod:`surrinf.generators.conditioning`)."""
 
     theta_mean: jax.Array  # (n_theta,)
     theta_std: jax.Array  # (n_theta,)
+    energy_bin_edges_gev: tuple[float, ...] | None = eqx.field(static=True, default=None)
 
-    def __init__(self, theta_mean: Any = (), theta_std: Any = ()):
+    def __init__(self, theta_mean: Any = (), theta_std: Any = (), energy_bin_edges_gev: Any | None = None):
         self.theta_mean = jnp.asarray(theta_mean, dtype=jnp.float32).reshape(-1)
         self.theta_std = jnp.asarray(theta_std, dtype=jnp.float32).reshape(-1)
         if self.theta_mean.shape != self.theta_std.shape:
             raise ValueError(f"theta_mean {self.theta_mean.shape} and theta_std {self.theta_std.shape} differ")
+        self.energy_bin_edges_gev = (
+            None if energy_bin_edges_gev is None else check_energy_bin_edges(energy_bin_edges_gev)
+        )
 
     @classmethod
-    def fit(cls, theta: Any | None) -> ConditionEncoder:
-        """Encoder for training theta (N, k) (None: energy only); a constant column gets std 1."""
+    def fit(cls, theta: Any | None, energy_bin_edges_gev: Any | None = None) -> ConditionEncoder:
+        """Encoder for training theta (N, k) (None: energy only); a constant column gets std 1.
+        ``energy_bin_edges_gev``: None (continuous ln E) or the one-hot energy bin edges [GeV]."""
         if theta is None:
-            return cls()
+            return cls(energy_bin_edges_gev=energy_bin_edges_gev)
         t = np.asarray(theta, dtype=np.float64)
         t = t[:, None] if t.ndim == 1 else t
         sd = t.std(0)
-        return cls(t.mean(0), np.where(sd > 0, sd, 1.0))
+        return cls(t.mean(0), np.where(sd > 0, sd, 1.0), energy_bin_edges_gev)
 
     @property
     def n_theta(self) -> int:
         return int(self.theta_mean.shape[0])
 
     @property
-    def dim(self) -> int:
-        """Width of the encoding: 1 + n_theta."""
+    def n_energy(self) -> int:
+        """Number of energy columns of the encoding: 1 (continuous ln E) or K (one-hot bins)."""
+        return 1 if self.energy_bin_edges_gev is None else len(self.energy_bin_edges_gev) - 1
+
+    @property
+    def n_columns(self) -> int:
+        """Columns of a raw conditions array the encoder needs: 1 (E [GeV]) + n_theta."""
         return 1 + self.n_theta
+
+    @property
+    def dim(self) -> int:
+        """Width of the encoding: n_energy + n_theta (1 + n_theta for the continuous default)."""
+        return self.n_energy + self.n_theta
 
     def check(self, conditions: Any) -> jax.Array:
         """conditions (N,) or (N, k >= 1 + n_theta) -> float32 (N, k); a clear error otherwise."""
         c = jnp.asarray(conditions, dtype=jnp.float32)
         c = c[:, None] if c.ndim == 1 else c
-        if c.ndim != 2 or c.shape[1] < self.dim:
+        if c.ndim != 2 or c.shape[1] < self.n_columns:
             raise ValueError(
-                f"conditions must have shape (N,) or (N, k) with k >= {self.dim} columns "
+                f"conditions must have shape (N,) or (N, k) with k >= {self.n_columns} columns "
                 f"(E [GeV] and {self.n_theta} theta), got {tuple(jnp.shape(conditions))}"
             )
         return c
@@ -88,8 +108,10 @@ class ConditionEncoder(eqx.Module):
         return self.check(conditions)[:, 0]
 
     def __call__(self, conditions: Any) -> jax.Array:
-        """(N, 1 + n_theta) float32 encoding of the conditions."""
-        return encode_conditions(self.check(conditions), self.n_theta, self.theta_mean, self.theta_std)
+        """(N, dim) float32 encoding of the conditions."""
+        return encode_conditions(
+            self.check(conditions), self.n_theta, self.theta_mean, self.theta_std, self.energy_bin_edges_gev
+        )
 
     def join(self, energies: Any, theta: Any | None = None) -> np.ndarray:
         """Raw conditions array (N, 1 + n_theta) from energies (N,) [GeV] and theta (N, n_theta)."""
@@ -222,6 +244,7 @@ def prepare_training_data(
     theta: Any | None = None,
     *,
     key: jax.Array | None = None,
+    energy_bin_edges_gev: Any | None = None,
 ) -> tuple[ShowerPreprocessor, ConditionEncoder, dict[str, np.ndarray]]:
     """Preprocess a training set: showers (N, V) [GeV, >= 0], energies (N,) [GeV], theta (N, k) or None.
 
@@ -232,8 +255,12 @@ def prepare_training_data(
     the threshold are set to 0 again by :meth:`ShowerPreprocessor.inverse`, so the noise (< 1e-7 E per
     voxel) never reaches an output. Always pass a key when training.
 
+    ``energy_bin_edges_gev``: None (default) conditions on the continuous scaled ln E; K + 1 increasing edges
+    [GeV] on a one-hot vector over K energy bins (see :class:`ConditionEncoder`).
+
     Returns (preprocessor, encoder, data) with data = {"x": standardised z (N, V) float32, "cond": encoded
-    conditions (N, 1 + k) float32, "energy": incident energy (N,) [GeV] float32} for the trainer."""
+    conditions (N, encoder.dim) float32 (1 + k columns by default), "energy": incident energy (N,) [GeV]
+    float32} for the trainer."""
     energies = np.asarray(energies_gev, dtype=np.float32).reshape(-1)
     showers = np.asarray(showers_gev, dtype=np.float32)
     if showers.ndim != 2 or showers.shape[0] != energies.size or showers.shape[1] != bijection.n_voxels:
@@ -247,13 +274,13 @@ def prepare_training_data(
         raise ValueError("showers_gev must be finite and >= 0 [GeV] (set negative noise voxels to 0 before training)")
     if theta is not None:
         theta = np.asarray(theta, dtype=np.float32).reshape(energies.size, -1)
+    enc = ConditionEncoder.fit(theta, energy_bin_edges_gev)  # checks the edges before the preprocessing work
     delta = bijection.relative_delta
     showers = zero_suppress(showers, energies)
     if key is not None:
         u = np.asarray(jax.random.uniform(key, showers.shape, dtype=jnp.float32))
         showers = showers + delta * energies[:, None] * u
     pre, zs = ShowerPreprocessor.fit(bijection, showers, energies)
-    enc = ConditionEncoder.fit(theta)
     cond = enc(enc.join(energies, theta))
     data = {"x": np.asarray(zs, dtype=np.float32), "cond": np.asarray(cond), "energy": energies}
     return pre, enc, data

@@ -51,7 +51,7 @@ def export_onnx(model: ShowerSurrogate, path: str | os.PathLike, *, opset: int =
     jax2onnx = _require("jax2onnx")
     from surrinf import __version__
 
-    latent, n_cond = model.latent_dim(), model.encoder.dim
+    latent, n_cond = model.latent_dim(), model.encoder.n_columns
 
     def sampler(noise: jax.Array, conditions: jax.Array) -> jax.Array:
         return model.generate(noise, conditions)

@@ -237,6 +237,12 @@ class VAESurrogate(ShowerSurrogate):
             "energy_consistency": None if self.energy_consistency is None else self.energy_consistency.config(),
             "bijection": self.preprocessor.bijection.to_dict(),
             "n_theta": self.n_theta,
+            # one-hot energy conditioning only: continuous (default) models keep the config they always had
+            **(
+                {}
+                if self.encoder.energy_bin_edges_gev is None
+                else {"energy_bin_edges_gev": list(self.encoder.energy_bin_edges_gev)}
+            ),
         }
 
     @classmethod
@@ -247,7 +253,7 @@ class VAESurrogate(ShowerSurrogate):
         return cls(
             key,
             ShowerPreprocessor.skeleton(config["bijection"]),
-            ConditionEncoder(np.zeros(k), np.ones(k)),
+            ConditionEncoder(np.zeros(k), np.ones(k), config.get("energy_bin_edges_gev")),
             **config["vae"],
             energy_consistency=None if ec is None else EnergyConsistency.from_config(ec),
         )
@@ -263,6 +269,7 @@ class VAESurrogate(ShowerSurrogate):
         theta: np.ndarray | None = None,
         vae_config: dict | None = None,
         energy_consistency: EnergyConsistency | None = None,
+        energy_bin_edges_gev: Any | None = None,
         train_config: TrainConfig | None = None,
         out_dir: str | Path | None = None,
         progress: bool = False,
@@ -271,6 +278,9 @@ class VAESurrogate(ShowerSurrogate):
         """Preprocess showers (N, V) [GeV, >= 0] with incident energies (N,) [GeV] (and theta (N, k)) and train
         a VAE (``vae_config`` overrides :data:`DEFAULT_VAE_CONFIG`) with :func:`vae_loss`; with
         ``energy_consistency`` its penalty is added (learnable coefficients are trained with the networks).
+        ``energy_bin_edges_gev`` (K + 1 increasing edges [GeV]) conditions the networks on a one-hot vector over
+        K energy bins instead of the continuous scaled ln E (default; see :class:`ConditionEncoder`); it is
+        saved with the model.
 
         ``key`` is split into (network init, trainer, dequantisation of the training showers). Only the
         networks, ``log_sigma`` and learnable energy-consistency coefficients are trained: the preprocessor and
@@ -281,7 +291,9 @@ class VAESurrogate(ShowerSurrogate):
         if unknown:
             raise ValueError(f"unknown vae_config keys {unknown}; known: {sorted(DEFAULT_VAE_CONFIG)}")
         k_init, k_train, k_data = jax.random.split(key, 3)
-        pre, enc, data = prepare_training_data(bijection, showers_gev, energies_gev, theta, key=k_data)
+        pre, enc, data = prepare_training_data(
+            bijection, showers_gev, energies_gev, theta, key=k_data, energy_bin_edges_gev=energy_bin_edges_gev
+        )
         model = cls(k_init, pre, enc, **cfg, energy_consistency=energy_consistency)
         # keep the fitted preprocessing out of the trainer's parameters (no Adam / weight-decay updates)
         is_fixed = eqx.tree_at(

@@ -8,12 +8,15 @@
   :class:`JetResponseFlow`.
 - :mod:`~surrinf.kinfit.constraints` and :mod:`~surrinf.kinfit.fit`: the vectorised kinematic fit (Gaussian or
   Breit-Wigner mass prior, or a hard mass constraint), with implicit derivatives.
+- :mod:`~surrinf.kinfit.constituents`: jets with their constituents (Pythia 8 + fastjet under the ``pythia`` extra)
+  and a per-constituent detector response (towers in (eta, phi) cells, any response model for their energies).
 - :mod:`~surrinf.kinfit.propagation`: measured jet-energy bias, Monte Carlo vs linearised propagation into m_jj.
 
 Energies and masses in GeV. Precision: the fit and the propagation run in float64 (entered locally); the flow
 surrogate in float32.
 """
 
+from .constituents import JetConstituents, apply_constituent_response, generate_pythia_jets
 from .constraints import BreitWignerMass, FixedMass, GaussianMass, MassConstraint
 from .events import (
     PROCESS_QCD,
@@ -56,6 +59,7 @@ __all__ = [
     "DijetFileError",
     "FixedMass",
     "GaussianMass",
+    "JetConstituents",
     "JetEnergyBias",
     "JetResponse",
     "JetResponseFitReport",
@@ -66,6 +70,7 @@ __all__ = [
     "ParametricDijetConfig",
     "ResponseComparison",
     "ShiftPropagation",
+    "apply_constituent_response",
     "compare_responses",
     "default_jet_response",
     "dijet_mass",
@@ -73,6 +78,7 @@ __all__ = [
     "fit_jet_response_flow",
     "gaussian_core",
     "generate_parametric",
+    "generate_pythia_jets",
     "kinfit",
     "kinfit_jacobian",
     "measure_jets",
