@@ -12,12 +12,13 @@ from surrinf.data import ShowerData, get_geometry, read_showers, write_showers
 
 def test_simulate_reads_back_identically_through_h5py_and_reader(tmp_path, capsys):
     out = tmp_path / "showers.h5"
-    rc = main(["simulate", "--n", "300", "--energy", "log-uniform:1,1000", "--seed", "3", "--out", str(out), "--quiet"])
+    # 1000 showers: the 1024 batch shape of the other CLI tests (one simulator compilation less)
+    rc = main(["simulate", "--n", "1000", "--energy", "log-uniform:1,1000", "--seed", "3", "--out", str(out), "--quiet"])
     assert rc == 0
     assert capsys.readouterr().out.strip() == str(out)
     data = read_showers(out, geometry=get_geometry("default"))
     with h5py.File(out, "r") as f:
-        assert f["showers"].dtype == np.float32 and f["showers"].shape == (300, 360)
+        assert f["showers"].dtype == np.float32 and f["showers"].shape == (1000, 360)
         assert np.array_equal(f["showers"][:], data.showers_mev)
         assert np.array_equal(f["incident_energies"][:], data.incident_energies_mev)
         assert np.array_equal(f["theta"][:], data.theta)
@@ -29,7 +30,7 @@ def test_simulate_reads_back_identically_through_h5py_and_reader(tmp_path, capsy
     assert 0.015 < np.median(ratio) < 0.03
     # same seed -> same bits
     out2 = tmp_path / "again.h5"
-    main(["simulate", "--n", "300", "--seed", "3", "--out", str(out2), "--quiet"])
+    main(["simulate", "--n", "1000", "--seed", "3", "--out", str(out2), "--quiet"])
     assert np.array_equal(read_showers(out2).showers_mev, data.showers_mev)
 
 
