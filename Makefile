@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml Makefile
 run: $(STAMP)
 	$(VENV)/bin/surrinf run
 
-# Two pytest workers: most tests are bound by single-threaded XLA compilation, so two processes use both cores.
+# Two pytest workers: most tests are bound by single-threaded XLA compilation, so two processes use both cores. Whole
+# modules go to a worker (no module fixture computed twice), longest first (tests/conftest.py MODULE_SECONDS).
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n 2 --dist worksteal
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check surrinf tests benchmarks studies
