@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import pytest
 
+from surrinf._xla import CPU_COMPILER_OPTIONS
 from surrinf.data.geometry import Geometry
 from surrinf.sim import calorimeter
 
@@ -102,6 +103,13 @@ def shared_once():
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     return once
+
+
+def toy_map(fn):
+    """``jax.vmap(fn)`` under a top-level jit with :data:`CPU_COMPILER_OPTIONS` (single-threaded Eigen), as the
+    library's toy loops do: an eager vmap of batched solves over thousands of toys can deadlock XLA CPU (surrinf._xla;
+    observed here once, in test_inversion_closure_pulls)."""
+    return jax.jit(jax.vmap(fn), compiler_options=CPU_COMPILER_OPTIONS)
 
 
 def tiny_geometry() -> Geometry:

@@ -13,7 +13,9 @@ from surrinf.data import ShowerData, get_geometry, read_showers, write_showers
 def test_simulate_reads_back_identically_through_h5py_and_reader(tmp_path, capsys):
     out = tmp_path / "showers.h5"
     # 1000 showers: the 1024 batch shape of the other CLI tests (one simulator compilation less)
-    rc = main(["simulate", "--n", "1000", "--energy", "log-uniform:1,1000", "--seed", "3", "--out", str(out), "--quiet"])
+    rc = main(
+        ["simulate", "--n", "1000", "--energy", "log-uniform:1,1000", "--seed", "3", "--out", str(out), "--quiet"]
+    )
     assert rc == 0
     assert capsys.readouterr().out.strip() == str(out)
     data = read_showers(out, geometry=get_geometry("default"))

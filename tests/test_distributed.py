@@ -67,6 +67,7 @@ MULTI_DEVICE_SCRIPT = COMMON + textwrap.dedent(
     """
     import sys
     from surrinf.distributed import device_mesh, sharded_map, sharded_pseudo_experiments, sharded_sample
+    from surrinf._xla import CPU_COMPILER_OPTIONS
 
     assert len(jax.devices()) == 4, jax.devices()
     one = jax.devices()[:1]
@@ -78,7 +79,8 @@ MULTI_DEVICE_SCRIPT = COMMON + textwrap.dedent(
     ref = sharded_map(solve_row, xs, devices=one)
     close(sharded_map(solve_row, xs), ref)
     close(sharded_map(solve_row, xs, batch_size=250), ref)
-    close(ref, jax.jit(jax.vmap(solve_row))(jax.device_put(xs, one[0])))
+    # (single-threaded Eigen like the library's toy loops: a multi-threaded batched solve can deadlock XLA CPU)
+    close(ref, jax.jit(jax.vmap(solve_row), compiler_options=CPU_COMPILER_OPTIONS)(jax.device_put(xs, one[0])))
 
     # 1000 Poisson toys + closed-form MLE: same as the single-device vmap over the same keys
     key = jax.random.key(7)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import toy_map
 from pyunfold import iterative_unfold
 from pyunfold.mix import Mixer
 from pyunfold.priors import jeffreys_prior
@@ -172,7 +173,7 @@ def _toys() -> tuple[np.ndarray, UnfoldingResult]:
     R, (mu, fakes) = _response(), _expected()
     toys = np.random.default_rng(11).poisson(mu, (N_TOYS, N_R)).astype(np.float64)
     with jax.enable_x64(True):
-        res = jax.vmap(lambda t: ibu(t, R, iterations=ITER, fakes=fakes))(jnp.asarray(toys))
+        res = toy_map(lambda t: ibu(t, R, iterations=ITER, fakes=fakes))(jnp.asarray(toys))
     return toys, jax.tree.map(np.asarray, res)
 
 
@@ -213,7 +214,7 @@ def test_exact_response_covariance_matches_resampled_responses():
     signal = mu - fakes
     with jax.enable_x64(True):
         n0 = jnp.full(N_T, signal.sum() / N_T)
-        unfolded = jax.vmap(lambda pp: ibu_iterate(jnp.asarray(signal), pp, n0, ITER)[-1])(jnp.asarray(probs))
+        unfolded = toy_map(lambda pp: ibu_iterate(jnp.asarray(signal), pp, n0, ITER)[-1])(jnp.asarray(probs))
     u = np.asarray(unfolded)
     ref = ibu(mu, R, iterations=ITER, fakes=fakes, data_cov=mu)
     v = np.asarray(ref.response_covariance)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import toy_map
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
@@ -66,7 +67,7 @@ def test_inversion_closure_pulls(toys):
     """ACCEPTANCE: 4000 Poisson toys around P t + fakes (10 truth x 14 reco, smearing ~ 1 bin, efficiency 0.5..0.9,
     5 % fakes subtracted with the simulated fake fraction), V from each toy's observed counts."""
     with jax.enable_x64(True):
-        res = jax.vmap(lambda d: invert(d, RESPONSE))(toys)
+        res = toy_map(lambda d: invert(d, RESPONSE))(toys)
     pull = (np.asarray(res.unfolded) - T_TRUE) / _diag_errors(res.covariance)
     # expected spread: pull mean 1/sqrt(4000) = 0.016, pull width 1/sqrt(2 * 4000) = 0.011, so the +-0.1 bounds are
     # ~6 sigma (9 sigma for the width) beyond the statistical scatter; the bias from V = observed counts is ~0.03 here
@@ -100,7 +101,7 @@ def test_tikhonov_bias_and_covariance_match_toys(toys):
     strengths = jnp.array([1e-5, 1e-4])
     c = curvature_matrix(N_TRUTH, "second")
     with jax.enable_x64(True):
-        res = jax.vmap(
+        res = toy_map(
             lambda d: jax.vmap(
                 lambda s: tikhonov(d, RESPONSE, strength=s, data_cov=EXPECTED, propagate_response=False)
             )(strengths)
@@ -221,7 +222,7 @@ def test_response_propagation_matches_resampled_matrices(toys, sigma):
     lost = np.asarray(poisson_toys(keys[-1], lost_mean, n_toys))[:, :N_TRUTH]
     p_toys = reco / (reco.sum(axis=1) + lost)[:, None, :]  # (n_toys, n_reco, n_truth)
     with jax.enable_x64(True):
-        t = jax.vmap(lambda pt: gls_unfold(pt, data - FAKES, jnp.diag(data), jnp.asarray(n_mc), False)[0])(
+        t = toy_map(lambda pt: gls_unfold(pt, data - FAKES, jnp.diag(data), jnp.asarray(n_mc), False)[0])(
             jnp.asarray(p_toys)
         )
     t = np.asarray(t)
