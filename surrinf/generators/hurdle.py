@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr, ndtr, ndtri
 
+from .._checks import check_positive_int, check_widths
 from .conditioning import LN_E_CENTRE, LN_E_HALF_RANGE
 from .flow import FiLMMLP
 from .serialization import register_model
@@ -87,17 +88,11 @@ def _number(v: Any, name: str, lo: float, strict: bool) -> float:
 
 
 def _check_hyper(latent, hidden, beta, threshold_gev, input_scale_gev, mu_scale):
-    if isinstance(latent, bool) or not isinstance(latent, (int, np.integer)) or latent < 1:
-        raise ValueError(f"latent must be an integer >= 1, got {latent!r}")
-    try:
-        hid = tuple(hidden)
-    except TypeError:
-        hid = None
-    if not hid or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hid):
-        raise ValueError(f"hidden must be a non-empty list of integers >= 1, got {hidden!r}")
+    latent = check_positive_int(latent, "latent")
+    hid = check_widths(hidden, "hidden")
     return (
         int(latent),
-        tuple(int(h) for h in hid),
+        hid,
         _number(beta, "beta", 0.0, False),
         _number(threshold_gev, "threshold_gev [GeV]", 0.0, False),
         _number(input_scale_gev, "input_scale_gev [GeV]", 0.0, True),

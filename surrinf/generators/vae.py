@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_positive_int, check_widths
 from ..data.bijection import ShowerBijection
 from .base import ConditionEncoder, ShowerPreprocessor, ShowerSurrogate, prepare_training_data
 from .flow import FiLMMLP
@@ -66,21 +67,15 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 def _check_hyper(latent: Any, hidden: Any, beta: Any, sample_noise: Any) -> tuple[int, tuple[int, ...], float, bool]:
     """Validated (latent, hidden, beta, sample_noise); ValueError naming the bad one."""
-    if isinstance(latent, bool) or not isinstance(latent, (int, np.integer)) or latent < 1:
-        raise ValueError(f"latent must be an integer >= 1, got {latent!r}")
-    try:
-        hid = tuple(hidden)
-    except TypeError:
-        hid = None
-    if not hid or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hid):
-        raise ValueError(f"hidden must be a non-empty list of integers >= 1, got {hidden!r}")
+    latent = check_positive_int(latent, "latent")
+    hid = check_widths(hidden, "hidden")
     if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
     if not (math.isfinite(beta) and beta >= 0):
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
     if not isinstance(sample_noise, (bool, np.bool_)):
         raise ValueError(f"sample_noise must be True or False, got {sample_noise!r}")
-    return int(latent), tuple(int(h) for h in hid), float(beta), bool(sample_noise)
+    return int(latent), hid, float(beta), bool(sample_noise)
 
 
 def _gauss_log_prob(x: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:

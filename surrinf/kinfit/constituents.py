@@ -25,7 +25,12 @@ import jax
 import numpy as np
 
 from surrinf._checks import check_positive_int
-from surrinf.kinfit.pythia import _MAX_EMPTY_EVENTS, _NEUTRINOS, _PYTHIA_BATCH, PYTHIA_EXTRA_HINT, pythia_settings
+from surrinf.kinfit.pythia import (
+    _MAX_EMPTY_EVENTS,
+    next_visible_batch,
+    pythia_settings,
+    start_pythia,
+)
 
 __all__ = ["JetConstituents", "apply_constituent_response", "generate_pythia_jets"]
 
@@ -183,16 +188,6 @@ def apply_constituent_response(
     return _from_flat(towers, jet, jets.n_jets)
 
 
-def _import_extra() -> tuple[Any, Any, Any]:
-    try:
-        import awkward as ak
-        import fastjet
-        import pythia8mc
-    except ImportError as e:
-        raise ImportError(f"surrinf.kinfit.generate_pythia_jets {PYTHIA_EXTRA_HINT} ({e})") from e
-    return pythia8mc, fastjet, ak
-
-
 def generate_pythia_jets(
     n_jets: int,
     seed: int = 1,
@@ -215,20 +210,9 @@ def generate_pythia_jets(
     n_jets = check_positive_int(n_jets, "n_jets")
     jets_per_event = check_positive_int(jets_per_event, "jets_per_event")
     settings = pythia_settings("qcd", seed, sqrt_s_gev, pthat_min_gev)
-    for name, value in (("jet_r", jet_r), ("eta_max", eta_max)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if isinstance(pt_min_gev, bool) or not isinstance(pt_min_gev, int | float) or not 0 <= pt_min_gev < math.inf:
-        raise ValueError(f"pt_min_gev must be a finite number >= 0 [GeV], got {pt_min_gev!r}")
-    pythia8mc, fastjet, ak = _import_extra()
-
-    pythia = pythia8mc.Pythia("", False)
-    for line in settings:
-        if not pythia.readString(line):
-            raise RuntimeError(f"Pythia rejected the setting {line!r}")
-    if not pythia.init():
-        raise RuntimeError("Pythia initialisation failed (see Pythia's log)")
-    jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, float(jet_r))
+    pythia, jet_def, fastjet, ak = start_pythia(
+        settings, jet_r, eta_max, pt_min_gev, caller="surrinf.kinfit.generate_pythia_jets"
+    )
 
     chunks: list[np.ndarray] = []  # constituents (m, 4) of accepted jets
     jet_ids: list[np.ndarray] = []  # their jet index (m,)
@@ -238,13 +222,8 @@ def generate_pythia_jets(
             raise ValueError(
                 f"none of {generated} Pythia events has a jet with pT > {pt_min_gev} GeV, |eta| < {eta_max}"
             )
-        batch = pythia.nextBatch(_PYTHIA_BATCH)
-        generated += len(batch)
-        prt = batch["prt"]
-        aid = abs(prt.id)
-        visible = (prt.status > 0) & (aid != _NEUTRINOS[0]) & (aid != _NEUTRINOS[1]) & (aid != _NEUTRINOS[2])
-        fs = prt[visible]
-        inputs = ak.zip({"px": fs.p.px, "py": fs.p.py, "pz": fs.p.pz, "E": fs.p.e}, with_name="Momentum4D")
+        prt, inputs = next_visible_batch(pythia, ak)
+        generated += len(prt)
         consts = fastjet.ClusterSequence(inputs, jet_def).constituents(float(pt_min_gev))  # events -> jets -> particles
         n_per_event = np.asarray(ak.to_numpy(ak.num(consts, axis=1)), np.int64)
         n_per_jet = np.asarray(ak.to_numpy(ak.flatten(ak.num(consts, axis=2))), np.int64)

@@ -91,14 +91,49 @@ def pythia_versions() -> dict[str, str]:
     return out
 
 
-def _import_extra() -> tuple[Any, Any, Any]:
+def _import_extra(caller: str = "surrinf.kinfit.generate_pythia") -> tuple[Any, Any, Any]:
     try:
         import awkward as ak
         import fastjet
         import pythia8mc
     except ImportError as e:
-        raise ImportError(f"surrinf.kinfit.generate_pythia {PYTHIA_EXTRA_HINT} ({e})") from e
+        raise ImportError(f"{caller} {PYTHIA_EXTRA_HINT} ({e})") from e
     return pythia8mc, fastjet, ak
+
+
+def start_pythia(
+    settings: list[str],
+    jet_r: float,
+    eta_max: float,
+    pt_min_gev: float,
+    caller: str = "surrinf.kinfit.generate_pythia",
+) -> tuple[Any, Any, Any, Any]:
+    """Check the jet arguments, start Pythia with ``settings`` and return (pythia, anti-kt jet definition of radius
+    ``jet_r``, the fastjet module, the awkward module). ValueError naming a bad argument, ImportError with the install
+    hint (naming ``caller``) without the extra, RuntimeError naming a setting Pythia rejects."""
+    for name, value in (("jet_r", jet_r), ("eta_max", eta_max)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if isinstance(pt_min_gev, bool) or not isinstance(pt_min_gev, int | float) or not 0 <= pt_min_gev < math.inf:
+        raise ValueError(f"pt_min_gev must be a finite number >= 0 [GeV], got {pt_min_gev!r}")
+    pythia8mc, fastjet, ak = _import_extra(caller)
+    pythia = pythia8mc.Pythia("", False)  # no banner
+    for line in settings:
+        if not pythia.readString(line):
+            raise RuntimeError(f"Pythia rejected the setting {line!r}")
+    if not pythia.init():
+        raise RuntimeError("Pythia initialisation failed (see Pythia's log)")
+    return pythia, fastjet.JetDefinition(fastjet.antikt_algorithm, float(jet_r)), fastjet, ak
+
+
+def next_visible_batch(pythia: Any, ak: Any) -> tuple[Any, Any]:
+    """The next :data:`_PYTHIA_BATCH` events: their particle record and the visible final-state particles (status > 0,
+    no neutrinos) as awkward Momentum4D (px, py, pz, E) [GeV] per event, the input of the jet clustering."""
+    prt = pythia.nextBatch(_PYTHIA_BATCH)["prt"]
+    aid = abs(prt.id)
+    visible = (prt.status > 0) & (aid != _NEUTRINOS[0]) & (aid != _NEUTRINOS[1]) & (aid != _NEUTRINOS[2])
+    fs = prt[visible]
+    return prt, ak.zip({"px": fs.p.px, "py": fs.p.py, "pz": fs.p.pz, "E": fs.p.e}, with_name="Momentum4D")
 
 
 def generate_pythia(
@@ -125,20 +160,7 @@ def generate_pythia(
     """
     n_events = check_positive_int(n_events, "n_events")
     settings = pythia_settings(process, seed, sqrt_s_gev, pthat_min_gev, resonance)
-    for name, value in (("jet_r", jet_r), ("eta_max", eta_max)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if isinstance(pt_min_gev, bool) or not isinstance(pt_min_gev, int | float) or not 0 <= pt_min_gev < math.inf:
-        raise ValueError(f"pt_min_gev must be a finite number >= 0 [GeV], got {pt_min_gev!r}")
-    pythia8mc, fastjet, ak = _import_extra()
-
-    pythia = pythia8mc.Pythia("", False)  # no banner
-    for line in settings:
-        if not pythia.readString(line):
-            raise RuntimeError(f"Pythia rejected the setting {line!r}")
-    if not pythia.init():
-        raise RuntimeError("Pythia initialisation failed (see Pythia's log)")
-    jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, float(jet_r))
+    pythia, jet_def, fastjet, ak = start_pythia(settings, jet_r, eta_max, pt_min_gev)
 
     chunks: list[np.ndarray] = []  # (k, 2, 5) jets (E, pt, eta, phi, m) per accepted event
     parents: list[np.ndarray] = []
@@ -148,13 +170,8 @@ def generate_pythia(
             raise ValueError(
                 f"none of {generated} Pythia events has two jets with pT > {pt_min_gev} GeV and |eta| < {eta_max}"
             )
-        batch = pythia.nextBatch(_PYTHIA_BATCH)
-        generated += len(batch)
-        prt = batch["prt"]
-        aid = abs(prt.id)
-        visible = (prt.status > 0) & (aid != _NEUTRINOS[0]) & (aid != _NEUTRINOS[1]) & (aid != _NEUTRINOS[2])
-        fs = prt[visible]
-        inputs = ak.zip({"px": fs.p.px, "py": fs.p.py, "pz": fs.p.pz, "E": fs.p.e}, with_name="Momentum4D")
+        prt, inputs = next_visible_batch(pythia, ak)
+        generated += len(prt)
         jets = fastjet.ClusterSequence(inputs, jet_def).inclusive_jets(min_pt=float(pt_min_gev))
         lead, keep = _two_leading_jets(ak, jets, pt_min_gev, eta_max)
         if process == "resonance":
