@@ -75,7 +75,7 @@ MODULE_SECONDS = {
 
 def pytest_collection_modifyitems(session, config, items):
     """Order the test modules longest first (see :data:`MODULE_SECONDS`); tests keep their order within a module."""
-    items.sort(key=lambda item: -MODULE_SECONDS.get(Path(str(item.fspath)).name, 0))
+    items.sort(key=lambda item: -MODULE_SECONDS.get(item.path.name, 0))
 
 
 def pytest_sessionfinish(session):
