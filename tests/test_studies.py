@@ -23,8 +23,8 @@ STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 CASES = {
     "calibration": ("m_cal", 17, 17, ["--m-cal", "5"], 5, "many"),
     "dijet_kinfit": ("surrogate_steps", [10, 20], [10, 20], ["--surrogate-steps", "3"], [3], 10),
-    "extrapolation": ("n_bins", 6, 6, ["--n-bins", "4"], 4, "few"),
     "discovery_sensitivity": ("window", [60, 120], [60.0, 120.0], ["--window", "1", "2"], [1.0, 2.0], [60, "x"]),
+    "extrapolation": ("n_bins", 6, 6, ["--n-bins", "4"], 4, "few"),
     "generator_quality": ("models", "flow", "flow", ["--models", "vae"], "vae", 3),
     "latent_structure": ("latent", 4, 4, ["--latent", "2"], 2, "many"),
     "lund_plane": ("n_jets", 500, 500, ["--n-jets", "7"], 7, 2.5),

@@ -43,7 +43,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
 from . import gflash
 from .calorimeter import Calorimeter
@@ -177,6 +176,8 @@ def draw_pileup(
         return PileupDeposits(np.zeros((0, v), np.float32), np.zeros((0, v), np.float32))
     cdf = np.cumsum(cell_probabilities(calorimeter, model))
     theta = calorimeter.material.sampling_fraction * calorimeter.params.energy_scale * model.mean_energy_gev
+    from scipy import stats  # on use: scipy.stats costs ~0.4 s of import time for every `import surrinf.sim`
+
     # Candidates per event: the Poisson quantile of the largest mu with P(N > n_max) < TRUNCATION
     n_max = max(_MIN_CANDIDATES, int(stats.poisson.isf(TRUNCATION, float(m.max()))))
     n_max = 1 << (n_max - 1).bit_length()  # a few compiled shapes
